@@ -1,0 +1,188 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"os/user"
+	"strings"
+	"time"
+
+	"github.com/keyward/keyward/internal/audit"
+	"github.com/keyward/keyward/internal/escrow"
+	"github.com/keyward/keyward/internal/password"
+	"github.com/keyward/keyward/internal/store"
+)
+
+// openStore opens the database for an admin command. Admin commands never need the master key:
+// they manage people and tokens and read the audit trail, never key material. SQLite's locking
+// lets them run while the server does.
+func openStore(ctx context.Context, fs *flag.FlagSet, dataDir string) (*store.DB, error) {
+	if _, err := os.Stat(dataDir); err != nil {
+		return nil, exitError{1, fmt.Sprintf("%s: data directory %s: %v", fs.Name(), dataDir, errors.Unwrap(err))}
+	}
+	return store.OpenSQLite(ctx, dataDir, store.Options{})
+}
+
+// cliOrigin is the audit origin of an admin command: the operating-system account that ran it.
+func cliOrigin() escrow.Origin {
+	name := "unknown"
+	if u, err := user.Current(); err == nil {
+		name = u.Username
+	}
+	if host, err := os.Hostname(); err == nil {
+		name += "@" + host
+	}
+	return escrow.Origin{Actor: escrow.Actor{Type: escrow.ActorSystem, ID: "cli", Name: name}, Source: escrow.SourceCLI}
+}
+
+func dataDirFlag(fs *flag.FlagSet) *string {
+	return fs.String("data-dir", "./keyward-data", "data directory")
+}
+
+func usersAdd(ctx context.Context, args []string, env cliEnv) error {
+	fs := newFlags("users add")
+	dataDir := dataDirFlag(fs)
+	email := fs.String("email", "", "the user's sign-in name")
+	role := fs.String("role", "", "admin, helpdesk, auditor or user")
+	scope := fs.String("scope-tags", "", "helpdesk only: comma-separated device tags the user may act on")
+	pwStdin := fs.Bool("password-stdin", false, "read a sign-in password from standard input")
+	if err := parse(fs, args, env.getenv); err != nil {
+		return err
+	}
+	nu := escrow.NewUser{Email: *email, Role: escrow.Role(*role)}
+	if *scope != "" {
+		for _, t := range strings.Split(*scope, ",") {
+			if t = strings.TrimSpace(t); t != "" {
+				nu.ScopeTags = append(nu.ScopeTags, t)
+			}
+		}
+	}
+	if *pwStdin {
+		line, err := bufio.NewReader(env.stdin).ReadString('\n')
+		if err != nil && line == "" {
+			return exitError{1, "users add: no password on standard input"}
+		}
+		h, err := password.Hash(strings.TrimRight(line, "\r\n"))
+		if err != nil {
+			return exitError{1, "users add: " + err.Error()}
+		}
+		nu.PasswordHash = h
+	}
+	db, err := openStore(ctx, fs, *dataDir)
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	u, err := db.CreateUser(ctx, cliOrigin(), nu)
+	if err != nil {
+		return exitError{1, "users add: " + escrow.ErrorMessage(err)}
+	}
+	fmt.Fprintf(env.stdout, "%s\t%s\t%s\n", u.ID, u.Email, u.Role)
+	return nil
+}
+
+func tokensCreate(ctx context.Context, args []string, env cliEnv) error {
+	fs := newFlags("tokens create")
+	dataDir := dataDirFlag(fs)
+	email := fs.String("user", "", "the email of the user the token acts for")
+	name := fs.String("name", "", "a name to recognise the token by")
+	if err := parse(fs, args, env.getenv); err != nil {
+		return err
+	}
+	db, err := openStore(ctx, fs, *dataDir)
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	tok, err := db.CreateAPIToken(ctx, cliOrigin(), *email, *name)
+	if err != nil {
+		return exitError{1, "tokens create: " + escrow.ErrorMessage(err)}
+	}
+	fmt.Fprintln(env.stdout, tok.String())
+	return nil
+}
+
+func enrollTokensCreate(ctx context.Context, args []string, env cliEnv) error {
+	fs := newFlags("enroll-tokens create")
+	dataDir := dataDirFlag(fs)
+	uses := fs.Int64("uses", 0, "how many devices may enroll with it (0: unlimited)")
+	expires := fs.String("expires", "", "how long it is valid, like 7d or 36h (empty: no expiry)")
+	if err := parse(fs, args, env.getenv); err != nil {
+		return err
+	}
+	var validFor time.Duration
+	if *expires != "" {
+		d, err := escrow.ParseDuration(*expires)
+		if err != nil || d < time.Second {
+			return exitError{2, "enroll-tokens create: --expires must be a duration of at least 1s, like 7d or 36h"}
+		}
+		validFor = d
+	}
+	db, err := openStore(ctx, fs, *dataDir)
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	t, err := db.CreateEnrollmentToken(ctx, cliOrigin(), *uses, validFor)
+	if err != nil {
+		return exitError{1, "enroll-tokens create: " + escrow.ErrorMessage(err)}
+	}
+	fmt.Fprintln(env.stdout, t.Token.String())
+	return nil
+}
+
+func auditVerify(ctx context.Context, args []string, env cliEnv) error {
+	fs := newFlags("audit verify")
+	dataDir := dataDirFlag(fs)
+	if err := parse(fs, args, env.getenv); err != nil {
+		return err
+	}
+	db, err := openStore(ctx, fs, *dataDir)
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	n, err := db.VerifyAudit(ctx)
+	if broken, ok := errors.AsType[*audit.BrokenError](err); ok {
+		return exitError{1, broken.Error()}
+	}
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(env.stdout, "audit chain intact: %d events\n", n)
+	return nil
+}
+
+func auditExport(ctx context.Context, args []string, env cliEnv) error {
+	fs := newFlags("audit export")
+	dataDir := dataDirFlag(fs)
+	format := fs.String("format", "ndjson", "json, ndjson or csv")
+	if err := parse(fs, args, env.getenv); err != nil {
+		return err
+	}
+	f, err := audit.ParseFormat(*format)
+	if err != nil {
+		return exitError{2, "audit export: " + escrow.ErrorMessage(err)}
+	}
+	db, err := openStore(ctx, fs, *dataDir)
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	out := bufio.NewWriter(env.stdout)
+	w, err := audit.NewWriter(f, out)
+	if err != nil {
+		return err
+	}
+	if err := db.ListAudit(ctx, escrow.AuditFilter{}, w.Write); err != nil {
+		return err
+	}
+	if err := w.Close(""); err != nil {
+		return err
+	}
+	return out.Flush()
+}

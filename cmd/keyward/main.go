@@ -1,0 +1,98 @@
+// Command keyward is the Keyward server and its admin commands. Subcommands only wire the
+// internal packages together.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	os.Exit(Run(ctx, os.Args[1:], os.Stdin, os.Stdout, os.Stderr, os.Getenv))
+}
+
+const usage = `keyward: self-hosted BitLocker recovery key escrow
+
+Usage:
+  keyward serve [--data-dir D] [--listen ADDR] [--master-key-file F] [--tls-cert F --tls-key F]
+  keyward users add --email E --role admin|helpdesk|auditor|user [--scope-tags T1,T2] [--password-stdin]
+  keyward tokens create --user E [--name N]
+  keyward enroll-tokens create [--uses N] [--expires DURATION]
+  keyward audit verify
+  keyward audit export [--format json|ndjson|csv]
+
+Every command takes --data-dir (default ./keyward-data); every flag can also be given as an
+environment variable: --data-dir as KEYWARD_DATA_DIR, --listen as KEYWARD_LISTEN, and so on.
+`
+
+// Run runs one command and returns the process exit code.
+func Run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer, getenv func(string) string) int {
+	err := dispatch(ctx, args, stdin, stdout, stderr, getenv)
+	var exit exitError
+	switch {
+	case err == nil:
+		return 0
+	case errors.As(err, &exit):
+		fmt.Fprintln(stderr, "keyward:", exit.msg)
+		return exit.code
+	case errors.Is(err, errUsage):
+		fmt.Fprint(stderr, usage)
+		return 2
+	}
+	fmt.Fprintln(stderr, "keyward:", err)
+	return 1
+}
+
+var errUsage = errors.New("usage")
+
+// exitError ends a command with a given exit code and message.
+type exitError struct {
+	code int
+	msg  string
+}
+
+func (e exitError) Error() string { return e.msg }
+
+func dispatch(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer, getenv func(string) string) error {
+	if len(args) == 0 {
+		return errUsage
+	}
+	env := cliEnv{stdin: stdin, stdout: stdout, stderr: stderr, getenv: getenv}
+	cmd, rest := args[0], args[1:]
+	sub := ""
+	if len(rest) > 0 {
+		sub = rest[0]
+	}
+	switch {
+	case cmd == "serve":
+		return runServe(ctx, rest, env)
+	case cmd == "users" && sub == "add":
+		return usersAdd(ctx, rest[1:], env)
+	case cmd == "tokens" && sub == "create":
+		return tokensCreate(ctx, rest[1:], env)
+	case cmd == "enroll-tokens" && sub == "create":
+		return enrollTokensCreate(ctx, rest[1:], env)
+	case cmd == "audit" && sub == "verify":
+		return auditVerify(ctx, rest[1:], env)
+	case cmd == "audit" && sub == "export":
+		return auditExport(ctx, rest[1:], env)
+	case cmd == "help" || cmd == "-h" || cmd == "--help":
+		fmt.Fprint(stdout, usage)
+		return nil
+	}
+	return errUsage
+}
+
+// cliEnv is the process's outside world, injected so that tests run commands in-process.
+type cliEnv struct {
+	stdin          io.Reader
+	stdout, stderr io.Writer
+	getenv         func(string) string
+}

@@ -1,0 +1,207 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/keyward/keyward/internal/api"
+	"github.com/keyward/keyward/internal/seal"
+	"github.com/keyward/keyward/internal/store"
+)
+
+// Server is a running keyward server: storage, sealing and the HTTP listener. Tests start it
+// on port 0 with a temporary data directory, exactly as `keyward serve` does.
+type Server struct {
+	DataDir       string
+	Listen        string
+	MasterKeyFile string
+	TLSCert       string
+	TLSKey        string
+	LogLevel      string
+
+	Log *slog.Logger
+	Now func() time.Time
+
+	db   *store.DB
+	ln   net.Listener
+	http *http.Server
+}
+
+// NewServer returns a server with the defaults of `keyward serve`.
+func NewServer() *Server {
+	return &Server{DataDir: "./keyward-data", Listen: "127.0.0.1:8080", LogLevel: "info"}
+}
+
+// ParseFlags reads the serve command's flags and environment.
+func (s *Server) ParseFlags(args []string, getenv func(string) string) error {
+	fs := newFlags("serve")
+	fs.StringVar(&s.DataDir, "data-dir", s.DataDir, "directory for the database and master key")
+	fs.StringVar(&s.Listen, "listen", s.Listen, "address to listen on")
+	fs.StringVar(&s.MasterKeyFile, "master-key-file", s.MasterKeyFile, "master key file (default DATA_DIR/master.key)")
+	fs.StringVar(&s.TLSCert, "tls-cert", s.TLSCert, "TLS certificate file (PEM); plain HTTP without it")
+	fs.StringVar(&s.TLSKey, "tls-key", s.TLSKey, "TLS private key file (PEM)")
+	fs.StringVar(&s.LogLevel, "log-level", s.LogLevel, "debug, info, warn or error")
+	if err := parse(fs, args, getenv); err != nil {
+		return err
+	}
+	if (s.TLSCert == "") != (s.TLSKey == "") {
+		return exitError{2, "serve: give both --tls-cert and --tls-key, or neither"}
+	}
+	return nil
+}
+
+// Open loads the master key, opens storage and binds the listener. On first start it creates
+// the data directory, the database and the master key file.
+func (s *Server) Open(ctx context.Context, logOut io.Writer) error {
+	if s.Log == nil {
+		var level slog.Level
+		if err := level.UnmarshalText([]byte(s.LogLevel)); err != nil {
+			return exitError{2, "serve: --log-level must be debug, info, warn or error"}
+		}
+		s.Log = slog.New(slog.NewJSONHandler(logOut, &slog.HandlerOptions{Level: level}))
+	}
+	if err := os.MkdirAll(s.DataDir, 0o700); err != nil {
+		return fmt.Errorf("create data directory: %w", err)
+	}
+	keyFile := s.MasterKeyFile
+	if keyFile == "" {
+		keyFile = filepath.Join(s.DataDir, "master.key")
+	}
+	sealer, created, err := seal.LoadOrCreate(keyFile)
+	if err != nil {
+		return err
+	}
+	if created {
+		s.Log.Warn("created a new master key: back it up; without it no escrowed key can be read", slog.String("file", keyFile))
+	}
+	s.db, err = store.OpenSQLite(ctx, s.DataDir, store.Options{Sealer: sealer, Now: s.Now})
+	if err != nil {
+		if errors.Is(err, seal.ErrWrongMasterKey) {
+			return fmt.Errorf("master key file %s does not match the database in %s: start with the master key this installation was created with", keyFile, s.DataDir)
+		}
+		return err
+	}
+	s.ln, err = net.Listen("tcp", s.Listen)
+	if err != nil {
+		s.db.Close()
+		return fmt.Errorf("listen on %s: %w", s.Listen, err)
+	}
+	s.http = &http.Server{
+		Handler:           logRequests(s.Log, api.New(s.db, s.Log).Handler()),
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		MaxHeaderBytes:    64 << 10,
+		ErrorLog:          slog.NewLogLogger(s.Log.Handler(), slog.LevelWarn),
+	}
+	return nil
+}
+
+// Addr is the address the server listens on.
+func (s *Server) Addr() string { return s.ln.Addr().String() }
+
+// URL is the server's base URL.
+func (s *Server) URL() string {
+	scheme := "http"
+	if s.TLSCert != "" {
+		scheme = "https"
+	}
+	return scheme + "://" + s.Addr()
+}
+
+// Serve answers requests until ctx is done, then shuts down gracefully: it stops accepting,
+// lets requests in flight finish (up to 15 s) and closes the database.
+func (s *Server) Serve(ctx context.Context) error {
+	s.Log.Info("keyward serving", slog.String("addr", s.URL()), slog.String("dataDir", s.DataDir))
+	errc := make(chan error, 1)
+	go func() {
+		var err error
+		if s.TLSCert != "" {
+			err = s.http.ServeTLS(s.ln, s.TLSCert, s.TLSKey)
+		} else {
+			err = s.http.Serve(s.ln)
+		}
+		errc <- err
+	}()
+	select {
+	case err := <-errc:
+		s.db.Close()
+		return err
+	case <-ctx.Done():
+	}
+	s.Log.Info("shutting down")
+	return s.Close()
+}
+
+// Close stops the server gracefully and closes storage.
+func (s *Server) Close() error {
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	var err error
+	if s.http != nil {
+		err = s.http.Shutdown(ctx)
+	}
+	if s.db != nil {
+		err = errors.Join(err, s.db.Close())
+	}
+	return err
+}
+
+func runServe(ctx context.Context, args []string, env cliEnv) error {
+	s := NewServer()
+	if err := s.ParseFlags(args, env.getenv); err != nil {
+		return err
+	}
+	if err := s.Open(ctx, env.stderr); err != nil {
+		return err
+	}
+	return s.Serve(ctx)
+}
+
+// statusRecorder remembers the status a handler wrote, for the request log.
+type statusRecorder struct {
+	http.ResponseWriter
+	status int
+}
+
+func (r *statusRecorder) WriteHeader(code int) {
+	if r.status == 0 {
+		r.status = code
+	}
+	r.ResponseWriter.WriteHeader(code)
+}
+
+func (r *statusRecorder) Write(b []byte) (int, error) {
+	if r.status == 0 {
+		r.status = http.StatusOK
+	}
+	return r.ResponseWriter.Write(b)
+}
+
+func (r *statusRecorder) Flush() {
+	if f, ok := r.ResponseWriter.(http.Flusher); ok {
+		f.Flush()
+	}
+}
+
+// logRequests logs one line per request: method, path, status, duration. Never the query string
+// or headers: they can carry tokens or reasons people typed.
+func logRequests(log *slog.Logger, next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		rec := &statusRecorder{ResponseWriter: w}
+		defer func() {
+			log.LogAttrs(r.Context(), slog.LevelInfo, "request", slog.String("method", r.Method), slog.String("path", r.URL.Path),
+				slog.Int("status", rec.status), slog.Duration("duration", time.Since(start)), slog.String("remote", r.RemoteAddr))
+		}()
+		next.ServeHTTP(rec, r)
+	})
+}

@@ -1,0 +1,57 @@
+package api
+
+import (
+	"net/http"
+
+	"github.com/keyward/keyward/internal/escrow"
+)
+
+// devicesList serves GET /api/devices.
+func (s *Server) devicesList(w http.ResponseWriter, r *http.Request) error {
+	p := principal(r)
+	if err := s.authorize(r, p.CanList(), escrow.ActionDeviceRead, ""); err != nil {
+		return err
+	}
+	q := newQuery(r, "escrowStatus", "limit", "cursor")
+	f := escrow.DeviceFilter{
+		Scope:        p.Scope(),
+		EscrowStatus: escrow.EscrowStatus(q.str("escrowStatus", 32)),
+		Cursor:       q.str("cursor", 1024),
+		Limit:        q.limit(100),
+	}
+	if f.EscrowStatus != "" && !f.EscrowStatus.Valid() {
+		q.fail(escrow.Errorf(escrow.CodeInvalid, "escrowStatus: must be escrowed, pending, failed or notAvailable"))
+	}
+	if q.err != nil {
+		return q.err
+	}
+	devices, next, err := s.store.ListDevices(r.Context(), f)
+	if err != nil {
+		return err
+	}
+	out := listJSON[deviceJSON]{Items: make([]deviceJSON, 0, len(devices)), NextCursor: next}
+	for _, d := range devices {
+		out.Items = append(out.Items, toDeviceJSON(d, false))
+	}
+	return writeJSON(w, http.StatusOK, out)
+}
+
+// devicesGet serves GET /api/devices/{deviceId}: the device, its volumes and escrow status.
+func (s *Server) devicesGet(w http.ResponseWriter, r *http.Request) error {
+	p := principal(r)
+	deviceID, err := pathDeviceID(r)
+	if err != nil {
+		return err
+	}
+	if err := s.authorize(r, p.CanList(), escrow.ActionDeviceRead, deviceID); err != nil {
+		return err
+	}
+	if err := newQuery(r).err; err != nil {
+		return err
+	}
+	d, err := s.store.GetDevice(r.Context(), p, deviceID)
+	if err != nil {
+		return err
+	}
+	return writeJSON(w, http.StatusOK, toDeviceJSON(d, true))
+}

@@ -1,0 +1,264 @@
+package escrow
+
+import (
+	"strconv"
+	"strings"
+	"time"
+	"unicode/utf8"
+)
+
+// This file holds the inputs and outputs of the escrow services. The storage adapter
+// implements the services; the HTTP and command-line adapters call them through interfaces of
+// their own, built from these types.
+
+// Enrollment is what a device tells the server when it enrolls.
+type Enrollment struct {
+	Hostname     string
+	SerialNumber string
+	OSVersion    string
+	OwnerUPN     string
+}
+
+// Validate checks the fields. Errors: CodeInvalid naming the field.
+func (en Enrollment) Validate() error {
+	fields := []struct {
+		name, value string
+		required    bool
+	}{
+		{"hostname", en.Hostname, true},
+		{"serialNumber", en.SerialNumber, false},
+		{"osVersion", en.OSVersion, false},
+		{"ownerUpn", en.OwnerUPN, false},
+	}
+	for _, f := range fields {
+		if err := CheckText(f.name, f.value, f.required, 256); err != nil {
+			return err
+		}
+	}
+	if en.OwnerUPN != "" && !strings.Contains(en.OwnerUPN, "@") {
+		return Errorf(CodeInvalid, "ownerUpn: must be a user principal name like alice@example.com")
+	}
+	return nil
+}
+
+// Enrolled is what the device receives: its ID, its token (shown once) and the key it proves
+// its escrowed passwords with.
+type Enrolled struct {
+	DeviceID        string
+	DeviceToken     Token
+	VerificationKey []byte
+}
+
+// CheckText validates a free-text field: no control characters, at most max bytes.
+// Errors: CodeInvalid naming the field.
+func CheckText(name, value string, required bool, max int) error {
+	if required && strings.TrimSpace(value) == "" {
+		return Errorf(CodeInvalid, "%s: required", name)
+	}
+	if len(value) > max {
+		return Errorf(CodeInvalid, "%s: at most %d bytes", name, max)
+	}
+	// Text ends up in the hash-chained audit trail, whose encoding maps invalid UTF-8 to U+FFFD:
+	// two different invalid strings would hash alike, so they are refused here.
+	if !utf8.ValidString(value) {
+		return Errorf(CodeInvalid, "%s: not valid UTF-8", name)
+	}
+	if strings.ContainsFunc(value, func(r rune) bool { return r < 0x20 || r == 0x7f }) {
+		return Errorf(CodeInvalid, "%s: contains control characters", name)
+	}
+	return nil
+}
+
+// CheckVolume validates the identifying fields of a volume. Errors: CodeInvalid.
+func CheckVolume(volumeID, mountPoint string, vt VolumeType) error {
+	if err := CheckText("volumeId", volumeID, true, 256); err != nil {
+		return err
+	}
+	if err := CheckText("mountPoint", mountPoint, false, 256); err != nil {
+		return err
+	}
+	if !vt.Valid() {
+		return Errorf(CodeInvalid, "volumeType: must be operatingSystem, fixedData or removable")
+	}
+	return nil
+}
+
+// EscrowRequest is one key an agent escrows. Material is already in canonical form.
+type EscrowRequest struct {
+	KeyID      string
+	VolumeID   string
+	MountPoint string
+	VolumeType VolumeType
+	Kind       KeyKind
+	Material   string
+}
+
+// Report is what an agent reports about its device.
+type Report struct {
+	Volumes []ReportedVolume
+	Events  []DeviceEvent
+}
+
+// ReportedVolume is one volume as the agent sees it now.
+type ReportedVolume struct {
+	Volume
+	// Fingerprints maps a recovery-password key ID to the agent's HMAC-SHA256 of the password
+	// on the volume, in lower-case hex.
+	Fingerprints map[string]string
+}
+
+// Device event types.
+const (
+	EventEscrowFailed   = "escrowFailed"
+	EventRotationFailed = "rotationFailed"
+	EventRecoveryUsed   = "recoveryUsed"
+)
+
+// DeviceEvent is something the agent tells the server happened on the device.
+type DeviceEvent struct {
+	Type     string
+	VolumeID string
+	KeyID    string
+	Message  string
+	Time     time.Time
+}
+
+// Validate checks a report before anything is stored. Errors: CodeInvalid naming the field.
+func (r Report) Validate() error {
+	seen := map[string]bool{}
+	for i, v := range r.Volumes {
+		field := "volumes[" + strconv.Itoa(i) + "]."
+		if err := CheckVolume(v.ID, v.MountPoint, v.Type); err != nil {
+			return Errorf(CodeInvalid, "%s%s", field, ErrorMessage(err))
+		}
+		if seen[v.ID] {
+			return Errorf(CodeInvalid, "%svolumeId: listed twice", field)
+		}
+		seen[v.ID] = true
+		if !v.ProtectionStatus.Valid() {
+			return Errorf(CodeInvalid, "%sprotectionStatus: must be on or off", field)
+		}
+		if !v.EncryptionStatus.Valid() {
+			return Errorf(CodeInvalid, "%sencryptionStatus: not a BitLocker encryption status", field)
+		}
+		for j, p := range v.Protectors {
+			pf := field + "keyProtectors[" + strconv.Itoa(j) + "]."
+			if !p.Type.Valid() {
+				return Errorf(CodeInvalid, "%stype: not a key protector type", pf)
+			}
+			if fp, ok := v.Fingerprints[p.KeyID]; ok && (len(fp) != 64 || !isLowerHex(fp) || p.Type != ProtectorRecoveryPassword) {
+				return Errorf(CodeInvalid, "%sfingerprint: must be 64 lower-case hex digits, on a recovery password only", pf)
+			}
+		}
+	}
+	for i, ev := range r.Events {
+		field := "events[" + strconv.Itoa(i) + "]."
+		switch ev.Type {
+		case EventEscrowFailed, EventRotationFailed, EventRecoveryUsed:
+		default:
+			return Errorf(CodeInvalid, "%stype: must be escrowFailed, rotationFailed or recoveryUsed", field)
+		}
+		if err := CheckText(field+"volumeId", ev.VolumeID, true, 256); err != nil {
+			return err
+		}
+		if err := CheckText(field+"message", ev.Message, false, 2000); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func isLowerHex(s string) bool {
+	for _, c := range []byte(s) {
+		if !('0' <= c && c <= '9' || 'a' <= c && c <= 'f') {
+			return false
+		}
+	}
+	return true
+}
+
+// CommandResult is what a device reports when it has carried out a command.
+type CommandResult struct {
+	Completed bool
+	NewKeyID  string // canonical; required when Completed
+	Message   string
+}
+
+// DeviceDetail is a device with its volumes and escrow status.
+type DeviceDetail struct {
+	Device
+	Status  StatusResult
+	Volumes []VolumeDetail
+}
+
+// VolumeDetail is a volume with its escrow status.
+type VolumeDetail struct {
+	Volume
+	Status StatusResult
+}
+
+// DeviceFilter selects devices.
+type DeviceFilter struct {
+	Scope        Scope
+	EscrowStatus EscrowStatus // empty: any
+	Cursor       string
+	Limit        int
+}
+
+// KeyFilter selects keys for a listing.
+type KeyFilter struct {
+	Scope       Scope
+	DeviceID    string
+	KeyIDPrefix string // canonical; a whole ID or at least MinKeyIDPrefix characters
+	VolumeType  VolumeType
+	Status      KeyStatus
+	Cursor      string
+	Limit       int
+}
+
+// Disclosure is the answer to a view of a device's keys.
+type Disclosure struct {
+	Device DeviceDetail
+	Keys   []DisclosedKey
+}
+
+// AuditFilter selects audit events. Empty fields match everything.
+type AuditFilter struct {
+	DeviceID string
+	KeyID    string
+	Actor    string // an actor's ID or name
+	Action   string
+	Source   string
+	Outcome  string
+	Since    time.Time // inclusive
+	Until    time.Time // exclusive
+	// Before continues a newest-first listing: only events with a smaller seq.
+	Before int64
+	// Limit caps the number of events; 0 means no cap (exports).
+	Limit int
+}
+
+// User is a person who signs in or holds API tokens.
+type User struct {
+	ID        string
+	Email     string
+	Role      Role
+	ScopeTags []string
+	CreatedAt time.Time
+}
+
+// NewUser is what creating a user needs. PasswordHash is an argon2id hash, or empty for a user
+// who only signs in through single sign-on or holds API tokens.
+type NewUser struct {
+	Email        string
+	Role         Role
+	ScopeTags    []string
+	PasswordHash string
+}
+
+// EnrollmentToken is a newly issued enrollment token: its ID (for audit and revocation) and
+// the token itself, shown once.
+type EnrollmentToken struct {
+	ID    string
+	Token Token
+}

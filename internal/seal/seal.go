@@ -1,0 +1,210 @@
+// Package seal encrypts key material before it reaches the database.
+//
+// Threat model: the database (or a backup of it) can be copied or stolen
+// without the master key file, which lives elsewhere on disk. Such a copy
+// must reveal no recovery keys. Each secret is therefore sealed with AEAD
+// under its own freshly generated data key (DEK), and the DEK is wrapped
+// (encrypted) by the master key. Both encryptions use the same additional
+// data, built by [AAD] from the row's identity (deviceId + keyId), so a
+// ciphertext copied into another row — or a wrapped key paired with another
+// row's ciphertext — fails to open instead of silently yielding another
+// device's key.
+//
+// The master key is a Tink keyset rather than a raw key so that it can be
+// rotated: Tink ciphertexts start with the ID of the key that produced
+// them, so values sealed under an older primary key stay readable after a
+// new primary is added, and [Sealer.Rewrap] moves them to the new primary
+// without ever decrypting the secret itself.
+//
+// This package does not protect against an attacker who can read both the
+// database and the master key file, or who controls the running server.
+package seal
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"math"
+
+	"github.com/tink-crypto/tink-go/v2/aead"
+	"github.com/tink-crypto/tink-go/v2/keyset"
+	"github.com/tink-crypto/tink-go/v2/tink"
+)
+
+// Sealed is what the database stores for one secret: two columns.
+type Sealed struct {
+	Ciphertext []byte // the secret, AEAD-encrypted under the data key
+	WrappedKey []byte // the data key (a Tink keyset, AES256-GCM), encrypted under the master key with the same AAD
+}
+
+// Sealer seals and opens secrets under one master keyset. It is safe for
+// concurrent use: it holds only Tink primitives, which are.
+type Sealer struct {
+	master tink.AEAD
+}
+
+// ErrOpen is wrapped by every error from [Sealer.Open] and [Sealer.Rewrap]
+// that comes from the sealed value itself. AEAD cannot tell a wrong AAD from
+// damaged bytes or a wrong master key, so neither can this error.
+var ErrOpen = errors.New("sealed value does not open with this master key and row")
+
+// ErrWrongMasterKey is returned by [Sealer.VerifyCheck].
+var ErrWrongMasterKey = errors.New("the master key does not match this database")
+
+var errNoSealer = errors.New("seal: Sealer is not initialised; use New, Load or LoadOrCreate")
+
+// aadLabel versions the AAD encoding. Stored ciphertexts depend on the exact
+// bytes, so any change needs a new label and a migration, never an edit.
+const aadLabel = "keyward/v1"
+
+// AAD returns the additional data binding a secret to its row: the label
+// "keyward/v1", then purpose and each part, each preceded by its length as a
+// big-endian uint32. The length prefixes keep ("ab","c") and ("a","bc")
+// apart. The encoding must never change.
+//
+// AAD panics if a part is 4 GiB or longer; identifiers never are.
+func AAD(purpose string, parts ...string) []byte {
+	n := len(aadLabel) + 4 + len(purpose)
+	for _, p := range parts {
+		n += 4 + len(p)
+	}
+	b := make([]byte, 0, n)
+	b = append(b, aadLabel...)
+	b = appendPart(b, purpose)
+	for _, p := range parts {
+		b = appendPart(b, p)
+	}
+	return b
+}
+
+func appendPart(b []byte, p string) []byte {
+	if uint64(len(p)) > math.MaxUint32 {
+		panic("seal: AAD part longer than 4 GiB")
+	}
+	b = binary.BigEndian.AppendUint32(b, uint32(len(p)))
+	return append(b, p...)
+}
+
+// Seal encrypts plaintext under a new data key and wraps that key under the
+// master key's primary, both bound to aad.
+//
+// An empty aad is refused: it would bind the value to no row, which is
+// always a caller bug in this design.
+func (s *Sealer) Seal(plaintext, aad []byte) (Sealed, error) {
+	if s == nil || s.master == nil {
+		return Sealed{}, errNoSealer
+	}
+	if len(aad) == 0 {
+		return Sealed{}, errors.New("seal: empty additional data; build it with AAD so the value is bound to its row")
+	}
+	dek, err := keyset.NewHandle(aead.AES256GCMKeyTemplate())
+	if err != nil {
+		return Sealed{}, fmt.Errorf("seal: generating data key: %w", err)
+	}
+	dekAEAD, err := aead.New(dek)
+	if err != nil {
+		return Sealed{}, fmt.Errorf("seal: data key primitive: %w", err)
+	}
+	ct, err := dekAEAD.Encrypt(plaintext, aad)
+	if err != nil {
+		return Sealed{}, fmt.Errorf("seal: encrypting: %w", err)
+	}
+	wrapped, err := s.wrap(dek, aad)
+	if err != nil {
+		return Sealed{}, err
+	}
+	return Sealed{Ciphertext: ct, WrappedKey: wrapped}, nil
+}
+
+// Open authenticates and decrypts sealed under aad. Every failure caused by
+// the sealed bytes, the aad or the master key wraps [ErrOpen].
+func (s *Sealer) Open(sealed Sealed, aad []byte) ([]byte, error) {
+	if s == nil || s.master == nil {
+		return nil, errNoSealer
+	}
+	if len(sealed.Ciphertext) == 0 {
+		return nil, fmt.Errorf("%w: ciphertext is empty", ErrOpen)
+	}
+	dek, err := s.unwrap(sealed.WrappedKey, aad)
+	if err != nil {
+		return nil, err
+	}
+	dekAEAD, err := aead.New(dek)
+	if err != nil {
+		return nil, fmt.Errorf("%w: data key is unusable", ErrOpen)
+	}
+	pt, err := dekAEAD.Decrypt(sealed.Ciphertext, aad)
+	if err != nil {
+		// The data key opened, so master key and row are right; the
+		// ciphertext column is what does not match.
+		return nil, fmt.Errorf("%w: ciphertext does not authenticate", ErrOpen)
+	}
+	return pt, nil
+}
+
+// Rewrap re-encrypts sealed's data key under the current primary master key,
+// for master-key rotation. Ciphertext is returned unchanged (as a copy) and is
+// not checked: rotation never needs the secret itself in memory.
+func (s *Sealer) Rewrap(sealed Sealed, aad []byte) (Sealed, error) {
+	if s == nil || s.master == nil {
+		return Sealed{}, errNoSealer
+	}
+	dek, err := s.unwrap(sealed.WrappedKey, aad)
+	if err != nil {
+		return Sealed{}, err
+	}
+	wrapped, err := s.wrap(dek, aad)
+	if err != nil {
+		return Sealed{}, err
+	}
+	return Sealed{Ciphertext: bytes.Clone(sealed.Ciphertext), WrappedKey: wrapped}, nil
+}
+
+// wrap uses the binary keyset encoding, which (unlike JSON) also omits the
+// cleartext keyset info, keeping the column small.
+func (s *Sealer) wrap(dek *keyset.Handle, aad []byte) ([]byte, error) {
+	var buf bytes.Buffer
+	if err := dek.WriteWithAssociatedData(keyset.NewBinaryWriter(&buf), s.master, aad); err != nil {
+		return nil, fmt.Errorf("seal: wrapping data key: %w", err)
+	}
+	return buf.Bytes(), nil
+}
+
+// unwrap never passes Tink's error text on: the caller only needs to know
+// that the value does not open, and the text varies between Tink versions.
+func (s *Sealer) unwrap(wrapped, aad []byte) (*keyset.Handle, error) {
+	if len(wrapped) == 0 {
+		return nil, fmt.Errorf("%w: wrapped key is empty", ErrOpen)
+	}
+	dek, err := keyset.ReadWithAssociatedData(keyset.NewBinaryReader(bytes.NewReader(wrapped)), s.master, aad)
+	if err != nil {
+		return nil, fmt.Errorf("%w: wrapped data key does not authenticate", ErrOpen)
+	}
+	return dek, nil
+}
+
+// checkPlaintext is public knowledge; the check value proves possession of
+// the master key, not secrecy of its content. Never change it: existing
+// databases store it sealed.
+const checkPlaintext = "keyward master key check v1"
+
+// NewCheck seals a fixed, known plaintext under AAD("check"). The store keeps
+// it so that start-up with the wrong master key fails at once with a clear
+// message instead of on the first read of a real secret.
+func (s *Sealer) NewCheck() (Sealed, error) {
+	return s.Seal([]byte(checkPlaintext), AAD("check"))
+}
+
+// VerifyCheck returns [ErrWrongMasterKey] if c does not open under this
+// master key or does not hold the expected content.
+func (s *Sealer) VerifyCheck(c Sealed) error {
+	if s == nil || s.master == nil {
+		return errNoSealer
+	}
+	pt, err := s.Open(c, AAD("check"))
+	if err != nil || string(pt) != checkPlaintext {
+		return ErrWrongMasterKey
+	}
+	return nil
+}

@@ -1,0 +1,334 @@
+package store
+
+import (
+	"context"
+	"crypto/subtle"
+	"database/sql"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/keyward/keyward/internal/escrow"
+	"github.com/keyward/keyward/internal/seal"
+)
+
+// keyAAD binds sealed key material to its device and key ID: a ciphertext moved to another row
+// does not open.
+func keyAAD(deviceID, keyID string) []byte { return seal.AAD("key", deviceID, keyID) }
+
+// Escrow stores a key for the calling device. It reports created=true for a new key and false
+// when the same material was already held; the key is durable when it returns without error.
+// Errors: CodeInvalid, CodeConflict (different material already held for this key ID).
+func (db *DB) Escrow(ctx context.Context, o escrow.Origin, deviceID string, req escrow.EscrowRequest) (created bool, err error) {
+	if err := escrow.CheckVolume(req.VolumeID, req.MountPoint, req.VolumeType); err != nil {
+		return false, err
+	}
+	if !req.Kind.Valid() {
+		return false, escrow.Errorf(escrow.CodeInvalid, "kind: must be recoveryPassword or recoveryKey")
+	}
+	aad := keyAAD(deviceID, req.KeyID)
+	sealed, err := db.sealer.Seal([]byte(req.Material), aad)
+	if err != nil {
+		return false, escrow.Wrap(escrow.CodeInternal, err, "sealing failed")
+	}
+	now := db.Now()
+	var conflict bool
+	err = db.write(ctx, func(tx *sql.Tx) error {
+		created, conflict = false, false
+		if err := upsertVolume(ctx, tx, deviceID, req.VolumeID, req.MountPoint, req.VolumeType); err != nil {
+			return err
+		}
+		var kind, status string
+		var ct, wk []byte
+		err := tx.QueryRowContext(ctx, `SELECT kind, status, ciphertext, wrapped_key FROM recovery_keys WHERE device_id = $1 AND key_id = $2`,
+			deviceID, req.KeyID).Scan(&kind, &status, &ct, &wk)
+		e := o.Event(escrow.ActionKeyEscrow, escrow.OutcomeSuccess)
+		e.DeviceID, e.KeyID = deviceID, req.KeyID
+		switch {
+		case errors.Is(err, sql.ErrNoRows):
+			if _, err := tx.ExecContext(ctx, `INSERT INTO recovery_keys (device_id, key_id, volume_id, kind, status, ciphertext, wrapped_key, created_at)
+				VALUES ($1, $2, $3, $4, 'active', $5, $6, $7)`,
+				deviceID, req.KeyID, req.VolumeID, string(req.Kind), sealed.Ciphertext, sealed.WrappedKey, micros(now)); err != nil {
+				return err
+			}
+			created = true
+		case err != nil:
+			return err
+		case escrow.KeyStatus(status) == escrow.KeyPurged:
+			// The material was destroyed after the protector disappeared; the device says it
+			// holds the key again, so keep it again rather than leave the volume unrecoverable.
+			if _, err := tx.ExecContext(ctx, `UPDATE recovery_keys SET kind = $3, volume_id = $4, status = 'active', verification = 'unverified',
+				verified_at = NULL, ciphertext = $5, wrapped_key = $6, superseded_at = NULL, retain_until = NULL
+				WHERE device_id = $1 AND key_id = $2`,
+				deviceID, req.KeyID, string(req.Kind), req.VolumeID, sealed.Ciphertext, sealed.WrappedKey); err != nil {
+				return err
+			}
+			created = true
+		default:
+			held, err := db.sealer.Open(seal.Sealed{Ciphertext: ct, WrappedKey: wk}, aad)
+			if err != nil {
+				return escrow.Wrap(escrow.CodeInternal, err, "stored key does not open")
+			}
+			same := kind == string(req.Kind) && subtle.ConstantTimeCompare(held, []byte(req.Material)) == 1
+			clear(held)
+			if !same {
+				conflict = true
+				e.Outcome = escrow.OutcomeDenied
+				e.Detail = "different material already escrowed for this key ID"
+				return db.appendEvent(ctx, tx, e)
+			}
+			// Same material again: an agent retrying after a lost answer. Nothing to record.
+			return touchDevice(ctx, tx, deviceID, now)
+		}
+		if _, err := tx.ExecContext(ctx, `UPDATE volumes SET failure = '', failure_at = NULL WHERE device_id = $1 AND volume_id = $2`, deviceID, req.VolumeID); err != nil {
+			return err
+		}
+		if err := refreshMissingEscrow(ctx, tx, deviceID, now); err != nil {
+			return err
+		}
+		if err := touchDevice(ctx, tx, deviceID, now); err != nil {
+			return err
+		}
+		e.Detail = fmt.Sprintf("%s for volume %s", req.Kind, req.VolumeID)
+		return db.appendEvent(ctx, tx, e)
+	})
+	if err != nil {
+		return false, err
+	}
+	if conflict {
+		return false, escrow.Errorf(escrow.CodeConflict, "keyId: different material is already escrowed for this key ID")
+	}
+	return created, nil
+}
+
+func upsertVolume(ctx context.Context, tx dbtx, deviceID, volumeID, mountPoint string, vt escrow.VolumeType) error {
+	_, err := tx.ExecContext(ctx, `INSERT INTO volumes (device_id, volume_id, mount_point, volume_type) VALUES ($1, $2, $3, $4)
+		ON CONFLICT (device_id, volume_id) DO UPDATE SET mount_point = excluded.mount_point, volume_type = excluded.volume_type`,
+		deviceID, volumeID, mountPoint, string(vt))
+	return err
+}
+
+func touchDevice(ctx context.Context, tx dbtx, deviceID string, now time.Time) error {
+	_, err := tx.ExecContext(ctx, `UPDATE devices SET last_seen_at = $2 WHERE id = $1`, deviceID, micros(now))
+	return err
+}
+
+// refreshMissingEscrow keeps volumes.missing_escrow_since true to its definition: when the
+// volume was first seen with BitLocker on (the rule of escrow.Volume.Encrypted) and no active
+// escrowed recovery password. Every change to volumes or keys calls it in the same transaction.
+func refreshMissingEscrow(ctx context.Context, tx dbtx, deviceID string, now time.Time) error {
+	_, err := tx.ExecContext(ctx, `UPDATE volumes SET missing_escrow_since = CASE
+		WHEN (protection_status = 'on' OR encryption_status NOT IN ('', 'fullyDecrypted'))
+		 AND NOT EXISTS (SELECT 1 FROM recovery_keys k WHERE k.device_id = volumes.device_id AND k.volume_id = volumes.volume_id
+		                 AND k.kind = 'recoveryPassword' AND k.status = 'active')
+		THEN COALESCE(missing_escrow_since, $2) ELSE NULL END
+		WHERE device_id = $1`, deviceID, micros(now))
+	return err
+}
+
+const keyColumns = `k.id, k.key_id, k.device_id, d.name, k.volume_id, v.mount_point, v.volume_type, k.kind, k.status,
+	k.verification, k.verified_at, k.created_at, k.superseded_at, k.retain_until, k.last_accessed_at, k.access_count`
+
+const keyFrom = ` FROM recovery_keys k JOIN devices d ON d.id = k.device_id
+	JOIN volumes v ON v.device_id = k.device_id AND v.volume_id = k.volume_id`
+
+// scanKey scans keyColumns, then any extra columns into extra.
+func scanKey(s scanner, extra ...any) (int64, escrow.RecoveryKey, error) {
+	var k escrow.RecoveryKey
+	var rowID, created int64
+	var vt, kind, status, verification string
+	var verified, superseded, retain, accessed sql.NullInt64
+	dest := append([]any{&rowID, &k.KeyID, &k.DeviceID, &k.DeviceName, &k.VolumeID, &k.MountPoint, &vt, &kind, &status,
+		&verification, &verified, &created, &superseded, &retain, &accessed, &k.AccessCount}, extra...)
+	err := s.Scan(dest...)
+	k.VolumeType, k.Kind, k.Status, k.Verification = escrow.VolumeType(vt), escrow.KeyKind(kind), escrow.KeyStatus(status), escrow.Verification(verification)
+	k.CreatedAt = time.UnixMicro(created).UTC()
+	k.VerifiedAt, k.SupersededAt, k.RetainUntil, k.LastAccessedAt = fromMicros(verified), fromMicros(superseded), fromMicros(retain), fromMicros(accessed)
+	return rowID, k, err
+}
+
+// ListKeys returns a page of key metadata (never material) within the principal's scope, and
+// records the listing in the audit trail: no listing is answered unless its event committed.
+func (db *DB) ListKeys(ctx context.Context, o escrow.Origin, f escrow.KeyFilter) ([]escrow.RecoveryKey, string, error) {
+	where, args := scopeWhere(f.Scope, "d")
+	arg := func(v any) string { args = append(args, v); return "$" + itoa(len(args)) }
+	if f.DeviceID != "" {
+		where = append(where, "k.device_id = "+arg(f.DeviceID))
+	}
+	if f.KeyIDPrefix != "" {
+		// A range instead of LIKE: it uses the index, and key IDs hold only [0-9A-F-], all of
+		// which sort below '~'.
+		where = append(where, "k.key_id >= "+arg(f.KeyIDPrefix)+" AND k.key_id < "+arg(f.KeyIDPrefix+"~"))
+	}
+	if f.VolumeType != "" {
+		where = append(where, "v.volume_type = "+arg(string(f.VolumeType)))
+	}
+	if f.Status != "" {
+		where = append(where, "k.status = "+arg(string(f.Status)))
+	}
+	if f.Cursor != "" {
+		parts, err := decodeCursor(f.Cursor, 1)
+		if err != nil {
+			return nil, "", err
+		}
+		where = append(where, "k.id > "+arg(parts[0]))
+	}
+	query := `SELECT ` + keyColumns + keyFrom
+	if len(where) > 0 {
+		query += " WHERE " + strings.Join(where, " AND ")
+	}
+	query += " ORDER BY k.id LIMIT " + itoa(f.Limit+1)
+	var keys []escrow.RecoveryKey
+	var next string
+	err := db.read(ctx, func(tx *sql.Tx) error {
+		rows, err := tx.QueryContext(ctx, query, args...)
+		if err != nil {
+			return err
+		}
+		defer rows.Close()
+		var lastID int64
+		for rows.Next() {
+			rowID, k, err := scanKey(rows)
+			if err != nil {
+				return err
+			}
+			if len(keys) == f.Limit {
+				next = encodeCursor(itoa64(lastID))
+				break
+			}
+			keys, lastID = append(keys, k), rowID
+		}
+		return rows.Err()
+	})
+	if err != nil {
+		return nil, "", err
+	}
+	e := o.Event(escrow.ActionKeyList, escrow.OutcomeSuccess)
+	e.DeviceID, e.Detail = f.DeviceID, describeKeyFilter(f, len(keys))
+	if len(f.KeyIDPrefix) == 36 {
+		e.KeyID = f.KeyIDPrefix
+	}
+	if err := db.Record(ctx, e); err != nil {
+		return nil, "", err
+	}
+	return keys, next, nil
+}
+
+func describeKeyFilter(f escrow.KeyFilter, n int) string {
+	parts := []string{fmt.Sprintf("%d keys", n)}
+	if f.KeyIDPrefix != "" {
+		parts = append(parts, "keyId "+f.KeyIDPrefix)
+	}
+	if f.VolumeType != "" {
+		parts = append(parts, "volumeType "+string(f.VolumeType))
+	}
+	if f.Status != "" {
+		parts = append(parts, "status "+string(f.Status))
+	}
+	return strings.Join(parts, ", ")
+}
+
+// Disclose returns the material of the device's active keys and of superseded keys still
+// retained, if allowed(device) says the principal may see them. Each key disclosed gets its
+// own key.read event in the same transaction as the disclosure: if the audit write fails,
+// nothing is returned (fail closed). A denied attempt is recorded too.
+// Errors: CodeNotFound, CodeForbidden, CodeUnavailable.
+func (db *DB) Disclose(ctx context.Context, o escrow.Origin, deviceID, reason string, allowed func(escrow.Device, escrow.Settings) bool) (escrow.Disclosure, error) {
+	var out escrow.Disclosure
+	var denied error
+	now := db.Now()
+	err := db.write(ctx, func(tx *sql.Tx) error {
+		out, denied = escrow.Disclosure{}, nil
+		e := o.Event(escrow.ActionKeyRead, escrow.OutcomeSuccess)
+		e.DeviceID, e.Reason = deviceID, reason
+		d, err := findDevice(ctx, tx, deviceID)
+		if errors.Is(err, errNoDevice) {
+			denied = err
+			e.Outcome, e.Detail = escrow.OutcomeDenied, "no such device"
+			return db.appendEvent(ctx, tx, e)
+		}
+		if err != nil {
+			return err
+		}
+		settings, err := loadSettings(ctx, tx)
+		if err != nil {
+			return err
+		}
+		if !allowed(d, settings) {
+			denied = escrow.Errorf(escrow.CodeForbidden, "device: you may not view this device's keys")
+			e.Outcome, e.Detail = escrow.OutcomeDenied, "not allowed"
+			return db.appendEvent(ctx, tx, e)
+		}
+		rows, err := tx.QueryContext(ctx, `SELECT `+keyColumns+`, k.ciphertext, k.wrapped_key`+keyFrom+`
+			WHERE k.device_id = $1 AND k.ciphertext IS NOT NULL AND (k.status = 'active' OR (k.status = 'superseded' AND k.retain_until > $2))
+			ORDER BY k.id`, deviceID, micros(now))
+		if err != nil {
+			return err
+		}
+		for rows.Next() {
+			var dk escrow.DisclosedKey
+			var s seal.Sealed
+			if _, dk.RecoveryKey, err = scanKey(rows, &s.Ciphertext, &s.WrappedKey); err != nil {
+				rows.Close()
+				return err
+			}
+			material, err := db.sealer.Open(s, keyAAD(deviceID, dk.KeyID))
+			if err != nil {
+				rows.Close()
+				return escrow.Wrap(escrow.CodeInternal, err, "stored key "+dk.KeyID+" does not open")
+			}
+			dk.Material = string(material)
+			clear(material)
+			out.Keys = append(out.Keys, dk)
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return err
+		}
+		if len(out.Keys) == 0 {
+			e.Detail = "no keys held"
+			if err := db.appendEvent(ctx, tx, e); err != nil {
+				return err
+			}
+		}
+		for i := range out.Keys {
+			k := &out.Keys[i]
+			if _, err := tx.ExecContext(ctx, `UPDATE recovery_keys SET access_count = access_count + 1, last_accessed_at = $3
+				WHERE device_id = $1 AND key_id = $2`, deviceID, k.KeyID, micros(now)); err != nil {
+				return err
+			}
+			k.AccessCount++
+			k.LastAccessedAt = now.UTC()
+			ke := e
+			ke.KeyID = k.KeyID
+			if err := db.appendEvent(ctx, tx, ke); err != nil {
+				return err
+			}
+			if settings.AutoRotateOnDisclosure && k.Status == escrow.KeyActive && k.Kind == escrow.KindRecoveryPassword {
+				if _, _, err := db.requestRotation(ctx, tx, systemOrigin(), deviceID, k.VolumeID, k.KeyID, escrow.TriggerDisclosure, "key disclosed", now); err != nil {
+					return err
+				}
+			}
+		}
+		details, err := db.withStatus(ctx, tx, []escrow.Device{d})
+		if err != nil {
+			return err
+		}
+		out.Device = details[0]
+		return nil
+	})
+	if err != nil {
+		for i := range out.Keys {
+			out.Keys[i].Material = ""
+		}
+		return escrow.Disclosure{}, err
+	}
+	if denied != nil {
+		return escrow.Disclosure{}, denied
+	}
+	return out, nil
+}
+
+func itoa64(n int64) string { return strconv.FormatInt(n, 10) }

@@ -1,0 +1,270 @@
+// Package store keeps Keyward's state in SQL: the embedded SQLite database by default. It is
+// also where the escrow services live, because each of them is one transaction: a disclosure
+// and its audit event, an escrow and the status it changes, a rotation's new key and the old
+// key's supersession commit together or not at all.
+//
+// SQL here is written to run on PostgreSQL as well: numbered placeholders, BIGINT times in
+// microseconds, BLOB/BYTEA for bytes, no dialect functions in queries.
+package store
+
+import (
+	"context"
+	"database/sql"
+	"embed"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"net/url"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/keyward/keyward/internal/escrow"
+	"github.com/keyward/keyward/internal/seal"
+	_ "modernc.org/sqlite" // registers the "sqlite" driver
+)
+
+//go:embed migrations
+var migrations embed.FS
+
+// DatabaseFile is the name of the SQLite database inside the data directory.
+const DatabaseFile = "keyward.db"
+
+// DB is Keyward's storage and the services built on it. It is safe for concurrent use.
+type DB struct {
+	// rw takes writes; SQLite has one writer at a time, and every transaction here begins
+	// IMMEDIATE so that a read-then-write transaction never has to upgrade its lock (an upgrade
+	// that can fail with SQLITE_BUSY whatever the busy timeout).
+	rw *sql.DB
+	// ro serves read-only work (listings, exports) from WAL snapshots without blocking writers.
+	ro *sql.DB
+
+	// sealer seals and opens key material; nil for admin commands that never touch it.
+	sealer *seal.Sealer
+	// Now is the clock; tests replace it to move through grace periods and retention.
+	Now func() time.Time
+	// Rand is the source of randomness for IDs and tokens.
+	Rand io.Reader
+}
+
+// Options configure Open.
+type Options struct {
+	// Sealer seals key material. Admin commands that manage users and tokens may leave it nil.
+	Sealer *seal.Sealer
+	Now    func() time.Time
+	Rand   io.Reader
+}
+
+// OpenSQLite opens (creating if needed) the SQLite database in dataDir and brings its schema
+// up to date.
+func OpenSQLite(ctx context.Context, dataDir string, opts Options) (*DB, error) {
+	if err := os.MkdirAll(dataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("create data directory: %w", err)
+	}
+	path := filepath.Join(dataDir, DatabaseFile)
+	q := url.Values{}
+	// Pragmas are per connection, so they go in the DSN that every pooled connection opens with.
+	q.Add("_pragma", "journal_mode(WAL)")
+	q.Add("_pragma", "synchronous(FULL)")
+	q.Add("_pragma", "foreign_keys(1)")
+	q.Add("_pragma", "busy_timeout(10000)")
+	q.Set("_txlock", "immediate")
+	rw, err := sql.Open("sqlite", "file:"+path+"?"+q.Encode())
+	if err != nil {
+		return nil, fmt.Errorf("open database %s: %w", path, err)
+	}
+	rw.SetMaxOpenConns(1)
+	rw.SetConnMaxIdleTime(0)
+
+	q.Set("_txlock", "deferred")
+	q.Add("_pragma", "query_only(1)")
+	ro, err := sql.Open("sqlite", "file:"+path+"?"+q.Encode())
+	if err != nil {
+		rw.Close()
+		return nil, fmt.Errorf("open database %s: %w", path, err)
+	}
+	ro.SetMaxOpenConns(8)
+
+	db := &DB{rw: rw, ro: ro, sealer: opts.Sealer, Now: opts.Now, Rand: opts.Rand}
+	if err := db.init(ctx, "sqlite"); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("database %s: %w", path, err)
+	}
+	return db, nil
+}
+
+func (db *DB) init(ctx context.Context, dialect string) error {
+	if db.Now == nil {
+		db.Now = time.Now
+	}
+	if db.Rand == nil {
+		db.Rand = cryptoRand
+	}
+	if err := db.migrate(ctx, dialect); err != nil {
+		return err
+	}
+	if db.sealer != nil {
+		return db.checkSealer(ctx)
+	}
+	return nil
+}
+
+// Close closes the database.
+func (db *DB) Close() error {
+	return errors.Join(db.rw.Close(), db.ro.Close())
+}
+
+// Ping reports whether the database answers, for readiness checks.
+func (db *DB) Ping(ctx context.Context) error {
+	if err := db.rw.PingContext(ctx); err != nil {
+		return unavailable(err)
+	}
+	return nil
+}
+
+func (db *DB) migrate(ctx context.Context, dialect string) error {
+	dir := "migrations/" + dialect
+	entries, err := fs.ReadDir(migrations, dir)
+	if err != nil {
+		return fmt.Errorf("read migrations: %w", err)
+	}
+	return db.write(ctx, func(tx *sql.Tx) error {
+		if _, err := tx.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY, applied_at BIGINT NOT NULL)`); err != nil {
+			return err
+		}
+		var current int64
+		if err := tx.QueryRowContext(ctx, `SELECT COALESCE(MAX(version), 0) FROM schema_migrations`).Scan(&current); err != nil {
+			return err
+		}
+		names := make([]string, 0, len(entries))
+		for _, e := range entries {
+			names = append(names, e.Name())
+		}
+		slices.Sort(names)
+		for _, name := range names {
+			version, err := strconv.ParseInt(strings.SplitN(name, "_", 2)[0], 10, 64)
+			if err != nil {
+				return fmt.Errorf("migration %s: name must start with its number", name)
+			}
+			if version <= current {
+				continue
+			}
+			body, err := migrations.ReadFile(dir + "/" + name)
+			if err != nil {
+				return err
+			}
+			if _, err := tx.ExecContext(ctx, string(body)); err != nil {
+				return fmt.Errorf("migration %s: %w", name, err)
+			}
+			if _, err := tx.ExecContext(ctx, `INSERT INTO schema_migrations (version, applied_at) VALUES ($1, $2)`, version, micros(db.Now())); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// checkSealer stores a sealed check value on first start and opens it on every later start,
+// so that a wrong master key stops the server at once, not at the first disclosure.
+func (db *DB) checkSealer(ctx context.Context) error {
+	return db.write(ctx, func(tx *sql.Tx) error {
+		var c seal.Sealed
+		err := tx.QueryRowContext(ctx, `SELECT ciphertext, wrapped_key FROM seal_check WHERE id = 1`).Scan(&c.Ciphertext, &c.WrappedKey)
+		if errors.Is(err, sql.ErrNoRows) {
+			c, err = db.sealer.NewCheck()
+			if err != nil {
+				return err
+			}
+			_, err = tx.ExecContext(ctx, `INSERT INTO seal_check (id, ciphertext, wrapped_key) VALUES (1, $1, $2)`, c.Ciphertext, c.WrappedKey)
+			return err
+		}
+		if err != nil {
+			return err
+		}
+		return db.sealer.VerifyCheck(c)
+	})
+}
+
+// write runs fn in a read-write transaction and commits it. Errors from the database become
+// CodeUnavailable: the caller answers 503 and acknowledges nothing.
+func (db *DB) write(ctx context.Context, fn func(tx *sql.Tx) error) error {
+	return runTx(ctx, db.rw, fn)
+}
+
+// read runs fn in a read-only transaction: one consistent snapshot.
+func (db *DB) read(ctx context.Context, fn func(tx *sql.Tx) error) error {
+	return runTx(ctx, db.ro, fn)
+}
+
+func runTx(ctx context.Context, pool *sql.DB, fn func(tx *sql.Tx) error) error {
+	tx, err := pool.BeginTx(ctx, nil)
+	if err != nil {
+		return unavailable(err)
+	}
+	if err := fn(tx); err != nil {
+		rbErr := tx.Rollback()
+		if rbErr != nil && !errors.Is(rbErr, sql.ErrTxDone) {
+			err = errors.Join(err, rbErr)
+		}
+		if _, ok := errors.AsType[*escrow.Error](err); ok {
+			return err
+		}
+		return unavailable(err)
+	}
+	if err := tx.Commit(); err != nil {
+		return unavailable(err)
+	}
+	return nil
+}
+
+func unavailable(err error) error {
+	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return escrow.Wrap(escrow.CodeUnavailable, err, "the request was cancelled")
+	}
+	return escrow.Wrap(escrow.CodeUnavailable, err, "storage is unavailable; nothing was changed")
+}
+
+// micros converts a time to what the database stores.
+func micros(t time.Time) int64 { return t.UnixMicro() }
+
+// nullMicros is micros for optional times: the zero time is NULL.
+func nullMicros(t time.Time) sql.NullInt64 {
+	if t.IsZero() {
+		return sql.NullInt64{}
+	}
+	return sql.NullInt64{Int64: t.UnixMicro(), Valid: true}
+}
+
+// fromMicros converts back; NULL is the zero time.
+func fromMicros(v sql.NullInt64) time.Time {
+	if !v.Valid {
+		return time.Time{}
+	}
+	return time.UnixMicro(v.Int64).UTC()
+}
+
+// placeholders returns "$from, $from+1, ..." for n values.
+func placeholders(from, n int) string {
+	var b strings.Builder
+	for i := range n {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		b.WriteString("$" + strconv.Itoa(from+i))
+	}
+	return b.String()
+}
+
+// dbtx is what both *sql.Tx and *sql.DB offer; helpers take it so they run inside whatever
+// transaction their caller holds.
+type dbtx interface {
+	ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error)
+	QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)
+	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
+}
+
+func itoa(n int) string { return strconv.Itoa(n) }

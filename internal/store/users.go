@@ -1,0 +1,156 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"strings"
+	"time"
+
+	"github.com/keyward/keyward/internal/escrow"
+)
+
+// CreateUser adds a user. Errors: CodeInvalid for a bad email or role, CodeConflict when the
+// email is taken.
+func (db *DB) CreateUser(ctx context.Context, o escrow.Origin, nu escrow.NewUser) (escrow.User, error) {
+	email := strings.TrimSpace(nu.Email)
+	if email == "" || len(email) > 256 || !strings.Contains(email, "@") || strings.ContainsAny(email, " \t\r\n") {
+		return escrow.User{}, escrow.Errorf(escrow.CodeInvalid, "email: must be a sign-in name like alice@example.com")
+	}
+	if !nu.Role.Valid() {
+		return escrow.User{}, escrow.Errorf(escrow.CodeInvalid, "role: must be one of admin, helpdesk, auditor, user")
+	}
+	tags, err := json.Marshal(nonNil(nu.ScopeTags))
+	if err != nil {
+		return escrow.User{}, err
+	}
+	id, err := db.newID()
+	if err != nil {
+		return escrow.User{}, err
+	}
+	u := escrow.User{ID: id, Email: email, Role: nu.Role, ScopeTags: nu.ScopeTags, CreatedAt: db.Now().UTC()}
+	err = db.write(ctx, func(tx *sql.Tx) error {
+		var exists int
+		err := tx.QueryRowContext(ctx, `SELECT 1 FROM users WHERE email_key = $1`, strings.ToLower(email)).Scan(&exists)
+		if err == nil {
+			return escrow.Errorf(escrow.CodeConflict, "email: a user with this email already exists")
+		}
+		if !errors.Is(err, sql.ErrNoRows) {
+			return err
+		}
+		if _, err := tx.ExecContext(ctx, `INSERT INTO users (id, email, email_key, role, scope_tags, password_hash, created_at)
+			VALUES ($1, $2, $3, $4, $5, $6, $7)`,
+			u.ID, u.Email, strings.ToLower(email), string(u.Role), string(tags), nu.PasswordHash, micros(u.CreatedAt)); err != nil {
+			return err
+		}
+		e := o.Event(escrow.ActionUserCreate, escrow.OutcomeSuccess)
+		e.Detail = "user " + u.Email + " with role " + string(u.Role)
+		return db.appendEvent(ctx, tx, e)
+	})
+	return u, err
+}
+
+// CreateAPIToken issues an API token for the user with the given email. The token is returned
+// once; only its hash is kept. Errors: CodeNotFound for an unknown user.
+func (db *DB) CreateAPIToken(ctx context.Context, o escrow.Origin, email, name string) (escrow.Token, error) {
+	if len(name) > 200 {
+		return escrow.Token{}, escrow.Errorf(escrow.CodeInvalid, "name: at most 200 characters")
+	}
+	tok, err := escrow.NewToken(escrow.TokenAPI, db.Rand)
+	if err != nil {
+		return escrow.Token{}, err
+	}
+	err = db.write(ctx, func(tx *sql.Tx) error {
+		var userID, userEmail string
+		err := tx.QueryRowContext(ctx, `SELECT id, email FROM users WHERE email_key = $1`, strings.ToLower(strings.TrimSpace(email))).Scan(&userID, &userEmail)
+		if errors.Is(err, sql.ErrNoRows) {
+			return escrow.Errorf(escrow.CodeNotFound, "user: no user with this email")
+		}
+		if err != nil {
+			return err
+		}
+		if _, err := tx.ExecContext(ctx, `INSERT INTO api_tokens (id, user_id, name, secret_hash, created_at) VALUES ($1, $2, $3, $4, $5)`,
+			tok.ID, userID, name, tok.SecretHash(), micros(db.Now())); err != nil {
+			return err
+		}
+		e := o.Event(escrow.ActionTokenCreate, escrow.OutcomeSuccess)
+		e.Detail = "API token " + tok.ID + " for " + userEmail
+		if name != "" {
+			e.Detail += " named " + name
+		}
+		return db.appendEvent(ctx, tx, e)
+	})
+	return tok, err
+}
+
+// AuthenticateAPIToken returns the principal an API token stands for. Errors: CodeUnauthorized
+// for a token that is unknown, revoked or wrong, with one message for all, so a caller cannot
+// tell which.
+func (db *DB) AuthenticateAPIToken(ctx context.Context, tok escrow.Token) (escrow.Principal, error) {
+	var hash []byte
+	var revoked sql.NullInt64
+	var p escrow.Principal
+	var role, tags string
+	err := db.ro.QueryRowContext(ctx, `SELECT t.secret_hash, t.revoked_at, u.email, u.role, u.scope_tags
+		FROM api_tokens t JOIN users u ON u.id = t.user_id WHERE t.id = $1`, tok.ID).Scan(&hash, &revoked, &p.Email, &role, &tags)
+	if errors.Is(err, sql.ErrNoRows) {
+		// Compare anyway, so an unknown ID takes as long as a wrong secret.
+		tok.Matches(make([]byte, 32))
+		return escrow.Principal{}, errBadToken
+	}
+	if err != nil {
+		return escrow.Principal{}, unavailable(err)
+	}
+	if !tok.Matches(hash) || revoked.Valid {
+		return escrow.Principal{}, errBadToken
+	}
+	if err := json.Unmarshal([]byte(tags), &p.ScopeTags); err != nil {
+		return escrow.Principal{}, escrow.Wrap(escrow.CodeInternal, err, "stored user is damaged")
+	}
+	p.Role = escrow.Role(role)
+	p.Actor = escrow.Actor{Type: escrow.ActorToken, ID: tok.ID, Name: p.Email}
+	return p, nil
+}
+
+var errBadToken = escrow.Errorf(escrow.CodeUnauthorized, "the token is not valid")
+
+// CreateEnrollmentToken issues a token that lets devices enroll. uses 0 means unlimited;
+// validFor 0 means no expiry.
+func (db *DB) CreateEnrollmentToken(ctx context.Context, o escrow.Origin, uses int64, validFor time.Duration) (escrow.EnrollmentToken, error) {
+	if uses < 0 {
+		return escrow.EnrollmentToken{}, escrow.Errorf(escrow.CodeInvalid, "uses: must be 0 (unlimited) or more")
+	}
+	if validFor < 0 {
+		return escrow.EnrollmentToken{}, escrow.Errorf(escrow.CodeInvalid, "expires: must be a positive duration")
+	}
+	tok, err := escrow.NewToken(escrow.TokenEnrollment, db.Rand)
+	if err != nil {
+		return escrow.EnrollmentToken{}, err
+	}
+	now := db.Now()
+	var usesLeft, expires sql.NullInt64
+	if uses > 0 {
+		usesLeft = sql.NullInt64{Int64: uses, Valid: true}
+	}
+	if validFor > 0 {
+		expires = nullMicros(now.Add(validFor))
+	}
+	err = db.write(ctx, func(tx *sql.Tx) error {
+		if _, err := tx.ExecContext(ctx, `INSERT INTO enrollment_tokens (id, secret_hash, uses_left, expires_at, created_by, created_at)
+			VALUES ($1, $2, $3, $4, $5, $6)`, tok.ID, tok.SecretHash(), usesLeft, expires, o.Actor.Name, micros(now)); err != nil {
+			return err
+		}
+		e := o.Event(escrow.ActionEnrollTokenCreate, escrow.OutcomeSuccess)
+		e.Detail = "enrollment token " + tok.ID
+		return db.appendEvent(ctx, tx, e)
+	})
+	return escrow.EnrollmentToken{ID: tok.ID, Token: tok}, err
+}
+
+func nonNil(s []string) []string {
+	if s == nil {
+		return []string{}
+	}
+	return s
+}
