@@ -75,9 +75,9 @@ func ParsePassword(s string) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	// Once validated, a 55-byte input can only be 8 blocks of 6 digits with single
-	// separators, so if those are all hyphens it is already canonical and returning it
-	// avoids an allocation on the request path.
+	// A validated input holds exactly 48 digits, so 55 bytes with hyphens at the 7 canonical
+	// positions is the canonical form already; returning it saves an allocation on the
+	// request path.
 	if len(t) == canonicalLen && isCanonicalLayout(t) {
 		return t, nil
 	}

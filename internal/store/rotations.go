@@ -36,7 +36,11 @@ func (db *DB) requestRotation(ctx context.Context, tx dbtx, o escrow.Origin, dev
 	r, err := scanRotation(tx.QueryRowContext(ctx, `SELECT `+rotationColumns+` FROM rotations
 		WHERE device_id = $1 AND volume_id = $2 AND status IN ('requested', 'delivered')`, deviceID, volumeID))
 	if err == nil {
-		return r, false, nil
+		// Coalesced: no second rotation, but who asked and why is still part of the record.
+		e := o.Event(escrow.ActionRotateRequest, escrow.OutcomeSuccess)
+		e.DeviceID, e.KeyID, e.Reason = deviceID, r.KeyID, reason
+		e.Detail = "joined open rotation " + r.ID + " of volume " + volumeID + " (" + trigger + ")"
+		return r, false, db.appendEvent(ctx, tx, e)
 	}
 	if !errors.Is(err, sql.ErrNoRows) {
 		return r, false, err

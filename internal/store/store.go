@@ -98,9 +98,13 @@ func OpenSQLite(ctx context.Context, dataDir string, opts Options) (*DB, error) 
 }
 
 func (db *DB) init(ctx context.Context, dialect string) error {
-	if db.Now == nil {
-		db.Now = time.Now
+	clock := db.Now
+	if clock == nil {
+		clock = time.Now
 	}
+	// The database keeps microseconds; so does everything handed out, so that an answer and a
+	// later read of the same row agree.
+	db.Now = func() time.Time { return clock().UTC().Truncate(time.Microsecond) }
 	if db.Rand == nil {
 		db.Rand = cryptoRand
 	}

@@ -1,0 +1,70 @@
+// Package bitlockertest gives tests the real BitLocker samples kept beside the repository in
+// ../shared/testdata/bitlocker: the recovery passwords and protector GUIDs of volume images made
+// on Windows, and the recorded outputs of Windows BitLocker tools. Tests only.
+package bitlockertest
+
+import (
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+)
+
+// Sample is one recovery-password protector of a real BitLocker volume image.
+type Sample struct {
+	Image    string // the image file name, e.g. bitlk-aes-xts-128.img.xz
+	Password string // canonical recovery password
+	KeyID    string // the protector GUID as Windows shows it: upper case, no braces
+}
+
+// Dir returns the directory holding the samples, failing the test if it is missing: the
+// samples are part of every checkout's surroundings, in CI too.
+func Dir(t testing.TB) string {
+	t.Helper()
+	wd, err := os.Getwd()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for dir := wd; ; dir = filepath.Dir(dir) {
+		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
+			d := filepath.Join(dir, "..", "shared", "testdata", "bitlocker")
+			if _, err := os.Stat(filepath.Join(d, "README.md")); err != nil {
+				t.Fatalf("BitLocker samples not found at %s: %v", d, err)
+			}
+			return d
+		}
+		if filepath.Dir(dir) == dir {
+			t.Fatalf("no go.mod above %s", wd)
+		}
+	}
+}
+
+var row = regexp.MustCompile(`^\| (bitlk-[^ |]+) \| (\d{6}(?:-\d{6}){7}) \| ([0-9a-f-]{36}) \|`)
+
+// Samples returns every distinct recovery-password protector listed in the samples' README.
+func Samples(t testing.TB) []Sample {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(Dir(t), "README.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []Sample
+	seen := map[string]bool{}
+	for _, line := range strings.Split(string(b), "\n") {
+		m := row.FindStringSubmatch(line)
+		if m == nil {
+			continue
+		}
+		s := Sample{Image: m[1], Password: m[2], KeyID: strings.ToUpper(m[3])}
+		if seen[s.KeyID+s.Password] {
+			continue
+		}
+		seen[s.KeyID+s.Password] = true
+		out = append(out, s)
+	}
+	if len(out) < 20 {
+		t.Fatalf("found %d recovery passwords in the samples' README, want at least 20", len(out))
+	}
+	return out
+}
