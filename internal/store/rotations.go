@@ -36,6 +36,9 @@ func (db *DB) requestRotation(ctx context.Context, tx dbtx, o escrow.Origin, dev
 	r, err := scanRotation(tx.QueryRowContext(ctx, `SELECT `+rotationColumns+` FROM rotations
 		WHERE device_id = $1 AND volume_id = $2 AND status IN ('requested', 'delivered')`, deviceID, volumeID))
 	if err == nil {
+		if trigger != escrow.TriggerManual {
+			return r, false, nil // the disclosure or boot event that triggered it is on record
+		}
 		// Coalesced: no second rotation, but who asked and why is still part of the record.
 		e := o.Event(escrow.ActionRotateRequest, escrow.OutcomeSuccess)
 		e.DeviceID, e.KeyID, e.Reason = deviceID, r.KeyID, reason
