@@ -54,7 +54,9 @@ func TestKilledAfter201KeepsKey(t *testing.T) {
 	cmd.Wait()
 
 	_, url = serve()
-	var v struct{ Keys []struct{ KeyID, RecoveryPassword string } }
+	var v struct {
+		Keys []struct{ KeyID, RecoveryPassword string }
+	}
 	if err := json.Unmarshal(mustCall(t, 200, "GET", url+"/api/devices/security/bitlocker/keys/"+deviceID+"?reason=after+crash", admin, ""), &v); err != nil {
 		t.Fatal(err)
 	}

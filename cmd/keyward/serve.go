@@ -121,6 +121,18 @@ func (s *Server) URL() string {
 // lets requests in flight finish (up to 15 s) and closes the database.
 func (s *Server) Serve(ctx context.Context) error {
 	s.Log.Info("keyward serving", slog.String("addr", s.URL()), slog.String("dataDir", s.DataDir))
+	jobsCtx, stopJobs := context.WithCancel(ctx)
+	defer stopJobs()
+	go s.db.RunJobsEvery(jobsCtx, 30*time.Second, func(res store.JobResult, err error) {
+		if err != nil {
+			s.Log.Error("background jobs failed", slog.String("error", err.Error()))
+			return
+		}
+		if res != (store.JobResult{}) {
+			s.Log.Info("background jobs", slog.Int("purged", res.Purged), slog.Int("rotationsTimedOut", res.TimedOut),
+				slog.Int("maxKeyAgeRotations", res.AgeRotations))
+		}
+	})
 	errc := make(chan error, 1)
 	go func() {
 		var err error
@@ -138,6 +150,7 @@ func (s *Server) Serve(ctx context.Context) error {
 	case <-ctx.Done():
 	}
 	s.Log.Info("shutting down")
+	stopJobs()
 	return s.Close()
 }
 

@@ -33,6 +33,9 @@ type Store interface {
 	ListDevices(ctx context.Context, f escrow.DeviceFilter) ([]escrow.DeviceDetail, string, error)
 	GetDevice(ctx context.Context, p escrow.Principal, id string) (escrow.DeviceDetail, error)
 	CreateEnrollmentToken(ctx context.Context, o escrow.Origin, uses int64, validFor time.Duration) (escrow.EnrollmentToken, error)
+	Settings(ctx context.Context) (escrow.Settings, error)
+	UpdateSettings(ctx context.Context, o escrow.Origin, change map[string]string) (escrow.Settings, error)
+	EscrowReport(ctx context.Context, scope escrow.Scope) (escrow.EscrowReport, error)
 }
 
 // Server serves the API.
@@ -60,6 +63,9 @@ func (s *Server) Handler() http.Handler {
 	mux.Handle("GET /api/devices", s.person(s.devicesList))
 	mux.Handle("GET /api/devices/{deviceId}", s.person(s.devicesGet))
 	mux.Handle("POST /api/enrollment-tokens", s.person(s.enrollmentTokensCreate))
+	mux.Handle("GET /api/settings", s.person(s.settingsGet))
+	mux.Handle("PUT /api/settings", s.person(s.settingsPut))
+	mux.Handle("GET /api/reports/escrow", s.person(s.reportsEscrow))
 
 	mux.Handle("POST /api/agent/enroll", s.public(s.agentEnroll))
 	mux.Handle("PUT /api/agent/keys/{keyId}", s.device(s.agentEscrow))

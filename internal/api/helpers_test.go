@@ -225,8 +225,8 @@ func (e *env) auditEvents(query string) []auditRecord {
 }
 
 type auditRecord struct {
-	Seq   int64
-	Actor struct{ Type, ID, Name string }
+	Seq                                                                     int64
+	Actor                                                                   struct{ Type, ID, Name string }
 	Action, DeviceID, KeyID, Source, Reason, Outcome, IP, UserAgent, Detail string
 }
 

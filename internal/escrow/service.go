@@ -212,8 +212,10 @@ type KeyFilter struct {
 	KeyIDPrefix string // canonical; a whole ID or at least MinKeyIDPrefix characters
 	VolumeType  VolumeType
 	Status      KeyStatus
-	Cursor      string
-	Limit       int
+	// EscrowStatus keeps keys of devices in that escrow status; empty: any.
+	EscrowStatus EscrowStatus
+	Cursor       string
+	Limit        int
 }
 
 // Disclosure is the answer to a view of a device's keys.
@@ -261,4 +263,27 @@ type NewUser struct {
 type EnrollmentToken struct {
 	ID    string
 	Token Token
+}
+
+// Problems an escrow report lists a device for.
+const (
+	ProblemFailed         = "failed"
+	ProblemMissingEscrow  = "missingEscrow"
+	ProblemPendingTooLong = "pendingTooLong"
+)
+
+// EscrowReport is the compliance view: how many devices are in each status, and which need
+// attention.
+type EscrowReport struct {
+	GeneratedAt time.Time
+	Total       int
+	Counts      map[EscrowStatus]int
+	Problems    []ReportProblem
+}
+
+// ReportProblem is a device an escrow report lists, with why.
+type ReportProblem struct {
+	Device  Device
+	Status  StatusResult
+	Problem string
 }

@@ -64,3 +64,72 @@ func FormatDuration(d time.Duration) string {
 	}
 	return d.String()
 }
+
+// SettingNames are the settings' names in the API, in display order.
+var SettingNames = []string{"autoRotateOnDisclosure", "selfServiceEnabled", "retentionPeriod", "escrowGracePeriod", "rotationTimeout", "maxKeyAge"}
+
+// Set changes one setting from its API form. Errors: CodeInvalid naming the setting and the rule.
+func (s *Settings) Set(name, value string) error {
+	var err error
+	switch name {
+	case "autoRotateOnDisclosure":
+		s.AutoRotateOnDisclosure, err = strconv.ParseBool(value)
+	case "selfServiceEnabled":
+		s.SelfServiceEnabled, err = strconv.ParseBool(value)
+	default:
+		d := s.duration(name)
+		if d == nil {
+			return Errorf(CodeInvalid, "%s: not a setting", name)
+		}
+		var v time.Duration
+		v, err = ParseDuration(value)
+		if err == nil && v < time.Second && !(name == "maxKeyAge" && v == 0) {
+			err = fmt.Errorf("too short")
+		}
+		if err == nil {
+			*d = v
+		}
+	}
+	if err != nil {
+		return Errorf(CodeInvalid, "%s: %s", name, settingRule(name))
+	}
+	return nil
+}
+
+// Get returns one setting in its API form ("" for an unknown name).
+func (s Settings) Get(name string) string {
+	switch name {
+	case "autoRotateOnDisclosure":
+		return strconv.FormatBool(s.AutoRotateOnDisclosure)
+	case "selfServiceEnabled":
+		return strconv.FormatBool(s.SelfServiceEnabled)
+	}
+	if d := s.duration(name); d != nil {
+		return FormatDuration(*d)
+	}
+	return ""
+}
+
+func (s *Settings) duration(name string) *time.Duration {
+	switch name {
+	case "retentionPeriod":
+		return &s.RetentionPeriod
+	case "escrowGracePeriod":
+		return &s.EscrowGracePeriod
+	case "rotationTimeout":
+		return &s.RotationTimeout
+	case "maxKeyAge":
+		return &s.MaxKeyAge
+	}
+	return nil
+}
+
+func settingRule(name string) string {
+	switch name {
+	case "autoRotateOnDisclosure", "selfServiceEnabled":
+		return "must be true or false"
+	case "maxKeyAge":
+		return "must be 0 (off) or a duration of at least 1s, like 90d"
+	}
+	return "must be a duration of at least 1s, like 7d, 36h or 90s"
+}

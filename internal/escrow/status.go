@@ -1,9 +1,6 @@
 package escrow
 
-import (
-	"fmt"
-	"time"
-)
+import "time"
 
 // EscrowStatus is the compliance state of a device or volume (SPEC §3).
 type EscrowStatus string
@@ -34,52 +31,60 @@ type VolumeState struct {
 	Volume Volume
 	// Mismatch is set when an active recovery password of the volume failed verification.
 	Mismatch bool
-	// RotationOpen is set while a rotation of the volume is requested or delivered.
-	RotationOpen bool
+	// RotationOpen is set while a rotation of the volume is requested or delivered;
+	// RotationSince is when it was requested.
+	RotationOpen  bool
+	RotationSince time.Time
 }
 
 // StatusResult is an escrow status with the reason for it, for reports.
 type StatusResult struct {
 	Status EscrowStatus
 	Why    string
+	// Since is when the condition behind Status began, where it is known: the start of the
+	// missing escrow, the failure, the open rotation, the enrollment not yet reported.
+	Since time.Time
+	// MissingEscrow marks a failure that is missing escrow rather than a reported failure.
+	MissingEscrow bool
 }
 
 // VolumeStatus applies the rules of SPEC §3 to one volume; the first rule that holds wins.
 func VolumeStatus(v VolumeState, now time.Time, grace time.Duration) StatusResult {
 	vol := v.Volume
 	if vol.ProtectionStatus == "" {
-		return StatusResult{StatusPending, "not reported yet"}
+		return StatusResult{Status: StatusPending, Why: "not reported yet"}
 	}
 	if !vol.Encrypted() {
-		return StatusResult{StatusNotAvailable, "BitLocker is off"}
+		return StatusResult{Status: StatusNotAvailable, Why: "BitLocker is off"}
 	}
+	missing := vol.MissingEscrowSince
 	switch {
 	case vol.Failure != "":
-		return StatusResult{StatusFailed, vol.Failure}
+		return StatusResult{Status: StatusFailed, Why: vol.Failure, Since: vol.FailureAt}
 	case v.Mismatch:
-		return StatusResult{StatusFailed, "escrowed recovery password does not match the volume"}
-	case !vol.MissingEscrowSince.IsZero() && now.Sub(vol.MissingEscrowSince) > grace:
-		return StatusResult{StatusFailed, fmt.Sprintf("missing escrow since %s", vol.MissingEscrowSince.UTC().Format(time.RFC3339))}
+		return StatusResult{Status: StatusFailed, Why: "escrowed recovery password does not match the volume"}
+	case !missing.IsZero() && now.Sub(missing) > grace:
+		return StatusResult{Status: StatusFailed, Why: "no escrowed recovery password since " + missing.UTC().Format(time.RFC3339), Since: missing, MissingEscrow: true}
 	case v.RotationOpen:
-		return StatusResult{StatusPending, "rotation in progress"}
-	case !vol.MissingEscrowSince.IsZero() && vol.EncryptionStatus == EncryptionInProgress:
-		return StatusResult{StatusPending, "encrypting; recovery password not escrowed yet"}
-	case !vol.MissingEscrowSince.IsZero():
-		return StatusResult{StatusPending, "recovery password not escrowed yet"}
+		return StatusResult{Status: StatusPending, Why: "rotation in progress", Since: v.RotationSince}
+	case !missing.IsZero() && vol.EncryptionStatus == EncryptionInProgress:
+		return StatusResult{Status: StatusPending, Why: "encrypting; recovery password not escrowed yet", Since: missing}
+	case !missing.IsZero():
+		return StatusResult{Status: StatusPending, Why: "recovery password not escrowed yet", Since: missing}
 	}
-	return StatusResult{StatusEscrowed, ""}
+	return StatusResult{Status: StatusEscrowed}
 }
 
-// DeviceStatus applies the rules of SPEC §3 to a device: reported says whether the device has
-// sent a report; volumes are those its last report listed. The first rule that holds wins.
-func DeviceStatus(reported bool, volumes []VolumeState, now time.Time, grace time.Duration) StatusResult {
-	if !reported {
+// DeviceStatus applies the rules of SPEC §3 to a device; volumes are those its last report
+// listed (all of them, until it has reported). The first rule that holds wins.
+func DeviceStatus(d Device, volumes []VolumeState, now time.Time, grace time.Duration) StatusResult {
+	if d.ReportedAt.IsZero() {
 		for _, v := range volumes {
 			if v.Volume.Failure != "" {
-				return StatusResult{StatusFailed, volumeWhy(v.Volume, v.Volume.Failure)}
+				return StatusResult{Status: StatusFailed, Why: volumeWhy(v.Volume, v.Volume.Failure), Since: v.Volume.FailureAt}
 			}
 		}
-		return StatusResult{StatusPending, "enrolled, not reported yet"}
+		return StatusResult{Status: StatusPending, Why: "enrolled, not reported yet", Since: d.EnrolledAt}
 	}
 	results := make([]StatusResult, len(volumes))
 	allOff := true
@@ -90,16 +95,17 @@ func DeviceStatus(reported bool, volumes []VolumeState, now time.Time, grace tim
 		}
 	}
 	if allOff {
-		return StatusResult{StatusNotAvailable, "BitLocker is off on every volume"}
+		return StatusResult{Status: StatusNotAvailable, Why: "BitLocker is off on every volume"}
 	}
 	for _, want := range []EscrowStatus{StatusFailed, StatusPending} {
 		for i, r := range results {
 			if r.Status == want {
-				return StatusResult{want, volumeWhy(volumes[i].Volume, r.Why)}
+				r.Why = volumeWhy(volumes[i].Volume, r.Why)
+				return r
 			}
 		}
 	}
-	return StatusResult{StatusEscrowed, ""}
+	return StatusResult{Status: StatusEscrowed}
 }
 
 func volumeWhy(v Volume, why string) string {

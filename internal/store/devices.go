@@ -176,7 +176,8 @@ func (db *DB) GetDevice(ctx context.Context, p escrow.Principal, id string) (esc
 }
 
 // ListDevices returns a page of devices in name order, with their status, and the cursor of
-// the next page ("" on the last).
+// the next page ("" on the last). A status filter cannot be pushed into SQL (it depends on the
+// clock), so devices are read in name order until the page is full.
 func (db *DB) ListDevices(ctx context.Context, f escrow.DeviceFilter) ([]escrow.DeviceDetail, string, error) {
 	var afterName, afterID string
 	if f.Cursor != "" {
@@ -189,28 +190,10 @@ func (db *DB) ListDevices(ctx context.Context, f escrow.DeviceFilter) ([]escrow.
 	var out []escrow.DeviceDetail
 	var next string
 	err := db.read(ctx, func(tx *sql.Tx) error {
-		// A status filter cannot be pushed into SQL (it depends on the clock), so pages are read
-		// until enough devices pass it.
-		for len(out) < f.Limit {
-			where, args := scopeWhere(f.Scope, "d")
-			if f.Cursor != "" || afterID != "" {
-				args = append(args, afterName, afterID)
-				n1, n2 := "$"+itoa(len(args)-1), "$"+itoa(len(args))
-				where = append(where, "(d.name > "+n1+" OR (d.name = "+n1+" AND d.id > "+n2+"))")
-			}
-			batch := f.Limit + 1
-			query := `SELECT ` + prefixColumns("d.", deviceColumns) + ` FROM devices d`
-			if len(where) > 0 {
-				query += " WHERE " + strings.Join(where, " AND ")
-			}
-			query += " ORDER BY d.name, d.id LIMIT " + itoa(batch)
-			devices, err := queryDevices(ctx, tx, query, args)
+		for {
+			devices, more, err := db.devicePage(ctx, tx, f.Scope, afterName, afterID, f.Limit)
 			if err != nil {
 				return err
-			}
-			more := len(devices) == batch
-			if more {
-				devices = devices[:batch-1]
 			}
 			details, err := db.withStatus(ctx, tx, devices)
 			if err != nil {
@@ -234,9 +217,32 @@ func (db *DB) ListDevices(ctx context.Context, f escrow.DeviceFilter) ([]escrow.
 			last := devices[len(devices)-1]
 			afterName, afterID = last.Name, last.ID
 		}
-		return nil
 	})
 	return out, next, err
+}
+
+// devicePage reads up to n devices in scope after (afterName, afterID) in name order, and
+// whether more follow.
+func (db *DB) devicePage(ctx context.Context, tx *sql.Tx, scope escrow.Scope, afterName, afterID string, n int) ([]escrow.Device, bool, error) {
+	where, args := scopeWhere(scope, "d")
+	if afterID != "" {
+		args = append(args, afterName, afterID)
+		n1, n2 := "$"+itoa(len(args)-1), "$"+itoa(len(args))
+		where = append(where, "(d.name > "+n1+" OR (d.name = "+n1+" AND d.id > "+n2+"))")
+	}
+	query := `SELECT ` + prefixColumns("d.", deviceColumns) + ` FROM devices d`
+	if len(where) > 0 {
+		query += " WHERE " + strings.Join(where, " AND ")
+	}
+	query += " ORDER BY d.name, d.id LIMIT " + itoa(n+1)
+	devices, err := queryDevices(ctx, tx, query, args)
+	if err != nil {
+		return nil, false, err
+	}
+	if len(devices) > n {
+		return devices[:n], true, nil
+	}
+	return devices, false, nil
 }
 
 func queryDevices(ctx context.Context, q dbtx, query string, args []any) ([]escrow.Device, error) {
@@ -309,7 +315,10 @@ func (db *DB) withStatus(ctx context.Context, q dbtx, devices []escrow.Device) (
 				present = append(present, vs)
 			}
 		}
-		out[i].Status = escrow.DeviceStatus(!d.ReportedAt.IsZero(), present, now, settings.EscrowGracePeriod)
+		if d.ReportedAt.IsZero() {
+			present = states[d.ID]
+		}
+		out[i].Status = escrow.DeviceStatus(d, present, now, settings.EscrowGracePeriod)
 	}
 	return out, nil
 }
@@ -381,16 +390,24 @@ func loadVolumeStates(ctx context.Context, q dbtx, ids []string) (map[string][]e
 		return nil, err
 	}
 
-	rows, err = q.QueryContext(ctx, `SELECT device_id, volume_id FROM rotations
+	rows, err = q.QueryContext(ctx, `SELECT device_id, volume_id, requested_at FROM rotations
 		WHERE device_id IN (`+in+`) AND status IN ('requested', 'delivered')`, anys(ids)...)
 	if err != nil {
 		return nil, err
 	}
-	if err := markVolumes(rows, func(d, v string) {
-		if s := index[volKey{d, v}]; s != nil {
-			s.RotationOpen = true
+	for rows.Next() {
+		var k volKey
+		var at int64
+		if err := rows.Scan(&k.device, &k.volume, &at); err != nil {
+			rows.Close()
+			return nil, err
 		}
-	}); err != nil {
+		if s := index[k]; s != nil {
+			s.RotationOpen, s.RotationSince = true, time.UnixMicro(at).UTC()
+		}
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
 		return nil, err
 	}
 

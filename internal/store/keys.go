@@ -40,10 +40,10 @@ func (db *DB) Escrow(ctx context.Context, o escrow.Origin, deviceID string, req 
 		if err := upsertVolume(ctx, tx, deviceID, req.VolumeID, req.MountPoint, req.VolumeType); err != nil {
 			return err
 		}
-		var kind, status string
+		var kind, status, verification string
 		var ct, wk []byte
-		err := tx.QueryRowContext(ctx, `SELECT kind, status, ciphertext, wrapped_key FROM recovery_keys WHERE device_id = $1 AND key_id = $2`,
-			deviceID, req.KeyID).Scan(&kind, &status, &ct, &wk)
+		err := tx.QueryRowContext(ctx, `SELECT kind, status, verification, ciphertext, wrapped_key FROM recovery_keys WHERE device_id = $1 AND key_id = $2`,
+			deviceID, req.KeyID).Scan(&kind, &status, &verification, &ct, &wk)
 		e := o.Event(escrow.ActionKeyEscrow, escrow.OutcomeSuccess)
 		e.DeviceID, e.KeyID = deviceID, req.KeyID
 		switch {
@@ -73,6 +73,18 @@ func (db *DB) Escrow(ctx context.Context, o escrow.Origin, deviceID string, req 
 			}
 			same := kind == string(req.Kind) && subtle.ConstantTimeCompare(held, []byte(req.Material)) == 1
 			clear(held)
+			if !same && verification == string(escrow.Mismatch) && status == string(escrow.KeyActive) {
+				// The agent proved the held password is not the one on the volume; this is the
+				// re-escrow it was asked for, so the device's material replaces ours.
+				if _, err := tx.ExecContext(ctx, `UPDATE recovery_keys SET kind = $3, ciphertext = $4, wrapped_key = $5,
+					verification = 'unverified', verified_at = NULL WHERE device_id = $1 AND key_id = $2`,
+					deviceID, req.KeyID, string(req.Kind), sealed.Ciphertext, sealed.WrappedKey); err != nil {
+					return err
+				}
+				created = true
+				e.Reason = "re-escrow after a verification mismatch"
+				break
+			}
 			if !same {
 				conflict = true
 				e.Outcome = escrow.OutcomeDenied
@@ -168,39 +180,54 @@ func (db *DB) ListKeys(ctx context.Context, o escrow.Origin, f escrow.KeyFilter)
 	if f.Status != "" {
 		where = append(where, "k.status = "+arg(string(f.Status)))
 	}
+	var after int64
 	if f.Cursor != "" {
 		parts, err := decodeCursor(f.Cursor, 1)
 		if err != nil {
 			return nil, "", err
 		}
-		where = append(where, "k.id > "+arg(parts[0]))
+		if after, err = strconv.ParseInt(parts[0], 10, 64); err != nil {
+			return nil, "", errBadCursor
+		}
 	}
-	query := `SELECT ` + keyColumns + keyFrom
-	if len(where) > 0 {
-		query += " WHERE " + strings.Join(where, " AND ")
-	}
-	query += " ORDER BY k.id LIMIT " + itoa(f.Limit+1)
+	where = append(where, "k.id > "+arg(after))
+	afterArg := len(args) - 1
+	query := `SELECT ` + keyColumns + keyFrom + " WHERE " + strings.Join(where, " AND ") + " ORDER BY k.id LIMIT " + itoa(f.Limit+1)
 	var keys []escrow.RecoveryKey
 	var next string
 	err := db.read(ctx, func(tx *sql.Tx) error {
-		rows, err := tx.QueryContext(ctx, query, args...)
-		if err != nil {
-			return err
-		}
-		defer rows.Close()
-		var lastID int64
-		for rows.Next() {
-			rowID, k, err := scanKey(rows)
+		// The escrow-status filter depends on the clock, so it runs here, on pages read in key
+		// order until this page is full.
+		for {
+			page, ids, err := queryKeys(ctx, tx, query, args)
 			if err != nil {
 				return err
 			}
-			if len(keys) == f.Limit {
-				next = encodeCursor(itoa64(lastID))
-				break
+			more := len(page) > f.Limit
+			if more {
+				page, ids = page[:f.Limit], ids[:f.Limit]
 			}
-			keys, lastID = append(keys, k), rowID
+			keep, err := db.keysInStatus(ctx, tx, page, f.EscrowStatus)
+			if err != nil {
+				return err
+			}
+			for i, k := range page {
+				if !keep(k) {
+					continue
+				}
+				keys = append(keys, k)
+				if len(keys) == f.Limit {
+					if i < len(page)-1 || more {
+						next = encodeCursor(itoa64(ids[i]))
+					}
+					return nil
+				}
+			}
+			if !more {
+				return nil
+			}
+			args[afterArg] = ids[len(ids)-1]
 		}
-		return rows.Err()
 	})
 	if err != nil {
 		return nil, "", err
@@ -216,6 +243,52 @@ func (db *DB) ListKeys(ctx context.Context, o escrow.Origin, f escrow.KeyFilter)
 	return keys, next, nil
 }
 
+func queryKeys(ctx context.Context, tx dbtx, query string, args []any) ([]escrow.RecoveryKey, []int64, error) {
+	rows, err := tx.QueryContext(ctx, query, args...)
+	if err != nil {
+		return nil, nil, err
+	}
+	defer rows.Close()
+	var keys []escrow.RecoveryKey
+	var ids []int64
+	for rows.Next() {
+		id, k, err := scanKey(rows)
+		if err != nil {
+			return nil, nil, err
+		}
+		keys, ids = append(keys, k), append(ids, id)
+	}
+	return keys, ids, rows.Err()
+}
+
+// keysInStatus returns a filter keeping keys whose device is in the escrow status.
+func (db *DB) keysInStatus(ctx context.Context, tx dbtx, keys []escrow.RecoveryKey, status escrow.EscrowStatus) (func(escrow.RecoveryKey) bool, error) {
+	if status == "" {
+		return func(escrow.RecoveryKey) bool { return true }, nil
+	}
+	seen := map[string]bool{}
+	var devices []escrow.Device
+	for _, k := range keys {
+		if !seen[k.DeviceID] {
+			seen[k.DeviceID] = true
+			d, err := findDevice(ctx, tx, k.DeviceID)
+			if err != nil {
+				return nil, err
+			}
+			devices = append(devices, d)
+		}
+	}
+	details, err := db.withStatus(ctx, tx, devices)
+	if err != nil {
+		return nil, err
+	}
+	match := map[string]bool{}
+	for _, d := range details {
+		match[d.ID] = d.Status.Status == status
+	}
+	return func(k escrow.RecoveryKey) bool { return match[k.DeviceID] }, nil
+}
+
 func describeKeyFilter(f escrow.KeyFilter, n int) string {
 	parts := []string{fmt.Sprintf("%d keys", n)}
 	if f.KeyIDPrefix != "" {
@@ -226,6 +299,9 @@ func describeKeyFilter(f escrow.KeyFilter, n int) string {
 	}
 	if f.Status != "" {
 		parts = append(parts, "status "+string(f.Status))
+	}
+	if f.EscrowStatus != "" {
+		parts = append(parts, "escrowStatus "+string(f.EscrowStatus))
 	}
 	return strings.Join(parts, ", ")
 }

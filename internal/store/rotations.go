@@ -6,6 +6,7 @@ import (
 	"errors"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/keyward/keyward/internal/escrow"
 )
 
@@ -183,7 +184,80 @@ func (db *DB) deliverCommands(ctx context.Context, tx dbtx, o escrow.Origin, dev
 		}
 		out = append(out, escrow.Command{ID: r.ID, Type: escrow.CommandRotate, VolumeID: r.VolumeID, KeyID: r.KeyID})
 	}
+	mismatched, err := mismatchedKeys(ctx, tx, deviceID)
+	if err != nil {
+		return nil, err
+	}
+	for _, k := range mismatched {
+		out = append(out, escrow.Command{ID: reEscrowID(deviceID, k.keyID), Type: escrow.CommandReEscrow, VolumeID: k.volumeID, KeyID: k.keyID})
+	}
 	return out, nil
+}
+
+type mismatchedKey struct{ keyID, volumeID string }
+
+// mismatchedKeys are the device's active recovery passwords that failed verification: the
+// agent is asked to escrow each again.
+func mismatchedKeys(ctx context.Context, tx dbtx, deviceID string) ([]mismatchedKey, error) {
+	rows, err := tx.QueryContext(ctx, `SELECT key_id, volume_id FROM recovery_keys WHERE device_id = $1 AND status = 'active'
+		AND kind = 'recoveryPassword' AND verification = 'mismatch' ORDER BY id`, deviceID)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []mismatchedKey
+	for rows.Next() {
+		var k mismatchedKey
+		if err := rows.Scan(&k.keyID, &k.volumeID); err != nil {
+			return nil, err
+		}
+		out = append(out, k)
+	}
+	return out, rows.Err()
+}
+
+// reEscrowNamespace scopes the IDs of re-escrow commands, which are derived rather than stored:
+// the command exists exactly as long as the key's verification mismatch does.
+var reEscrowNamespace = uuid.MustParse("6b0f3f1e-7a51-4c57-9d3e-2f1a8e5c4b90")
+
+func reEscrowID(deviceID, keyID string) string {
+	return uuid.NewSHA1(reEscrowNamespace, []byte(deviceID+"/"+keyID)).String()
+}
+
+// finishReEscrow records the result of a re-escrow command. The escrow itself is what clears a
+// mismatch; a "completed" result is accepted once it has, a "failed" one marks the volume failed.
+func (db *DB) finishReEscrow(ctx context.Context, tx dbtx, o escrow.Origin, deviceID, commandID string, res escrow.CommandResult, now time.Time) (bool, error) {
+	rows, err := tx.QueryContext(ctx, `SELECT key_id, volume_id, verification FROM recovery_keys WHERE device_id = $1 AND kind = 'recoveryPassword'`, deviceID)
+	if err != nil {
+		return false, err
+	}
+	var keyID, volumeID, verification string
+	found := false
+	for rows.Next() && !found {
+		if err := rows.Scan(&keyID, &volumeID, &verification); err != nil {
+			rows.Close()
+			return false, err
+		}
+		found = reEscrowID(deviceID, keyID) == commandID
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil || !found {
+		return false, err
+	}
+	if res.Completed {
+		if verification == string(escrow.Mismatch) {
+			return true, escrow.Errorf(escrow.CodeConflict, "command: escrow the recovery password again before reporting the re-escrow completed")
+		}
+		return true, nil
+	}
+	msg := "re-escrow failed on the device: " + res.Message
+	if _, err := tx.ExecContext(ctx, `UPDATE volumes SET failure = $3, failure_at = $4 WHERE device_id = $1 AND volume_id = $2`,
+		deviceID, volumeID, msg, micros(now)); err != nil {
+		return true, err
+	}
+	e := o.Event(escrow.ActionKeyEscrow, escrow.OutcomeError)
+	e.DeviceID, e.KeyID, e.Detail = deviceID, keyID, msg
+	return true, db.appendEvent(ctx, tx, e)
 }
 
 // FinishCommand records the outcome of a rotation the device carried out. A completed rotation
@@ -197,6 +271,9 @@ func (db *DB) FinishCommand(ctx context.Context, o escrow.Origin, deviceID, comm
 	return db.write(ctx, func(tx *sql.Tx) error {
 		r, err := scanRotation(tx.QueryRowContext(ctx, `SELECT `+rotationColumns+` FROM rotations WHERE id = $1 AND device_id = $2`, commandID, deviceID))
 		if errors.Is(err, sql.ErrNoRows) {
+			if found, err := db.finishReEscrow(ctx, tx, o, deviceID, commandID, res, now); found || err != nil {
+				return err
+			}
 			return escrow.Errorf(escrow.CodeNotFound, "command: no such command for this device")
 		}
 		if err != nil {

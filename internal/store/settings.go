@@ -2,8 +2,9 @@ package store
 
 import (
 	"context"
-	"fmt"
-	"strconv"
+	"database/sql"
+	"slices"
+	"strings"
 
 	"github.com/keyward/keyward/internal/escrow"
 )
@@ -22,30 +23,58 @@ func loadSettings(ctx context.Context, q dbtx) (escrow.Settings, error) {
 		if err := rows.Scan(&name, &value); err != nil {
 			return s, err
 		}
-		if err := applySetting(&s, name, value); err != nil {
+		if err := s.Set(name, value); err != nil {
 			return s, escrow.Wrap(escrow.CodeInternal, err, "stored settings are damaged")
 		}
 	}
 	return s, rows.Err()
 }
 
-func applySetting(s *escrow.Settings, name, value string) error {
-	var err error
-	switch name {
-	case "autoRotateOnDisclosure":
-		s.AutoRotateOnDisclosure, err = strconv.ParseBool(value)
-	case "selfServiceEnabled":
-		s.SelfServiceEnabled, err = strconv.ParseBool(value)
-	case "retentionPeriod":
-		s.RetentionPeriod, err = escrow.ParseDuration(value)
-	case "escrowGracePeriod":
-		s.EscrowGracePeriod, err = escrow.ParseDuration(value)
-	case "rotationTimeout":
-		s.RotationTimeout, err = escrow.ParseDuration(value)
-	case "maxKeyAge":
-		s.MaxKeyAge, err = escrow.ParseDuration(value)
-	default:
-		err = fmt.Errorf("unknown setting %q", name)
+// Settings returns the current settings.
+func (db *DB) Settings(ctx context.Context) (escrow.Settings, error) {
+	var s escrow.Settings
+	err := db.read(ctx, func(tx *sql.Tx) error {
+		var err error
+		s, err = loadSettings(ctx, tx)
+		return err
+	})
+	return s, err
+}
+
+// UpdateSettings changes the settings named in change (name to value, in the API's form) in
+// one transaction with its audit event. Every value is checked before anything is written, so
+// an invalid one changes nothing. Errors: CodeInvalid naming the setting.
+func (db *DB) UpdateSettings(ctx context.Context, o escrow.Origin, change map[string]string) (escrow.Settings, error) {
+	names := make([]string, 0, len(change))
+	for name, value := range change {
+		probe := escrow.DefaultSettings()
+		if err := probe.Set(name, value); err != nil {
+			return escrow.Settings{}, err
+		}
+		names = append(names, name)
 	}
-	return err
+	slices.Sort(names)
+	var out escrow.Settings
+	err := db.write(ctx, func(tx *sql.Tx) error {
+		before, err := loadSettings(ctx, tx)
+		if err != nil {
+			return err
+		}
+		out = before
+		var parts []string
+		for _, name := range names {
+			if err := out.Set(name, change[name]); err != nil {
+				return err
+			}
+			if _, err := tx.ExecContext(ctx, `INSERT INTO settings (name, value) VALUES ($1, $2)
+				ON CONFLICT (name) DO UPDATE SET value = excluded.value`, name, out.Get(name)); err != nil {
+				return err
+			}
+			parts = append(parts, name+" "+before.Get(name)+" -> "+out.Get(name))
+		}
+		e := o.Event(escrow.ActionSettingsUpdate, escrow.OutcomeSuccess)
+		e.Detail = strings.Join(parts, "; ")
+		return db.appendEvent(ctx, tx, e)
+	})
+	return out, err
 }

@@ -72,6 +72,8 @@ func OpenSQLite(ctx context.Context, dataDir string, opts Options) (*DB, error) 
 	q.Add("_pragma", "synchronous(FULL)")
 	q.Add("_pragma", "foreign_keys(1)")
 	q.Add("_pragma", "busy_timeout(10000)")
+	// Purged key material must be gone from the file, not left in free pages.
+	q.Add("_pragma", "secure_delete(ON)")
 	q.Set("_txlock", "immediate")
 	rw, err := sql.Open("sqlite", "file:"+path+"?"+q.Encode())
 	if err != nil {
