@@ -31,6 +31,12 @@ func (c *clock) Now() time.Time {
 	return c.now
 }
 
+func (c *clock) Advance(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.now = c.now.Add(d)
+}
+
 // syncBuffer collects logs written from several goroutines.
 type syncBuffer struct {
 	mu sync.Mutex

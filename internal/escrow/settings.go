@@ -53,16 +53,24 @@ func ParseDuration(s string) (time.Duration, error) {
 	return days + d, nil
 }
 
-// FormatDuration writes a duration the way ParseDuration reads it, in whole days where it can.
+// FormatDuration writes a duration the way ParseDuration reads it, as briefly as it can: whole
+// days as "7d", otherwise Go's form without zero units ("1h", "36h", "1h30m").
 func FormatDuration(d time.Duration) string {
 	const day = 24 * time.Hour
-	if d == 0 {
+	switch {
+	case d == 0:
 		return "0"
-	}
-	if d%day == 0 {
+	case d%day == 0:
 		return strconv.FormatInt(int64(d/day), 10) + "d"
 	}
-	return d.String()
+	s := d.String()
+	if strings.HasSuffix(s, "m0s") {
+		s = strings.TrimSuffix(s, "0s")
+	}
+	if strings.HasSuffix(s, "h0m") {
+		s = strings.TrimSuffix(s, "0m")
+	}
+	return s
 }
 
 // SettingNames are the settings' names in the API, in display order.
