@@ -349,7 +349,9 @@ func TestFingerprintVerification(t *testing.T) {
 	if k.Verification != "verified" {
 		t.Fatalf("right fingerprint: verification %q", k.Verification)
 	}
-	var full struct{ Items []struct{ VerifiedAt *time.Time } }
+	var full struct {
+		Items []struct{ VerifiedAt *time.Time }
+	}
 	e.must(200, e.do("GET", "/api/devices/security/bitlocker/keys?deviceId="+a.d.ID, e.admin, nil)).json(t, &full)
 	if full.Items[0].VerifiedAt == nil || !full.Items[0].VerifiedAt.Equal(e.clock.Now()) {
 		t.Fatalf("verifiedAt %v, want %v", full.Items[0].VerifiedAt, e.clock.Now())
@@ -385,7 +387,9 @@ func TestEscrowStatusRules(t *testing.T) {
 	vol := func(id, protection, encryption string, protectors ...map[string]any) volumeReport {
 		return volumeReport{VolumeID: id, MountPoint: id + ":", VolumeType: "fixedData", ProtectionStatus: protection, EncryptionStatus: encryption, KeyProtectors: protectors}
 	}
-	rp := func(s bitlockertest.Sample) map[string]any { return map[string]any{"keyId": s.KeyID, "type": "recoveryPassword"} }
+	rp := func(s bitlockertest.Sample) map[string]any {
+		return map[string]any{"keyId": s.KeyID, "type": "recoveryPassword"}
+	}
 
 	cases := []struct {
 		name  string
