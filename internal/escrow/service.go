@@ -4,6 +4,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode"
 	"unicode/utf8"
 )
 
@@ -63,7 +64,7 @@ func CheckText(name, value string, required bool, max int) error {
 	if !utf8.ValidString(value) {
 		return Errorf(CodeInvalid, "%s: not valid UTF-8", name)
 	}
-	if strings.ContainsFunc(value, func(r rune) bool { return r < 0x20 || r == 0x7f }) {
+	if strings.ContainsFunc(value, unicode.IsControl) {
 		return Errorf(CodeInvalid, "%s: contains control characters", name)
 	}
 	return nil

@@ -31,11 +31,12 @@ func DefaultSettings() Settings {
 // ParseDuration reads a duration in Go syntax plus "d" for days: "7d", "36h", "90s", "1d12h".
 func ParseDuration(s string) (time.Duration, error) {
 	rest := strings.TrimSpace(s)
+	bad := fmt.Errorf("%q is not a duration like 7d, 36h or 90s", s)
 	var days time.Duration
 	if i := strings.IndexByte(rest, 'd'); i >= 0 {
-		n, err := strconv.ParseUint(rest[:i], 10, 16)
-		if err != nil {
-			return 0, fmt.Errorf("%q is not a duration like 7d, 36h or 90s", s)
+		n, err := strconv.ParseUint(rest[:i], 10, 64)
+		if err != nil || n > MaxDuration/(24*uint64(time.Hour)) {
+			return 0, bad
 		}
 		days = time.Duration(n) * 24 * time.Hour
 		rest = rest[i+1:]
@@ -44,14 +45,21 @@ func ParseDuration(s string) (time.Duration, error) {
 	if rest != "" {
 		var err error
 		if d, err = time.ParseDuration(rest); err != nil {
-			return 0, fmt.Errorf("%q is not a duration like 7d, 36h or 90s", s)
+			return 0, bad
 		}
 	}
 	if d < 0 {
 		return 0, fmt.Errorf("%q is negative", s)
 	}
+	if time.Duration(MaxDuration)-days < d {
+		return 0, fmt.Errorf("%q is longer than 100 years", s)
+	}
 	return days + d, nil
 }
+
+// MaxDuration is the longest duration a setting takes: 100 years. Anything longer is a typo,
+// and a bound keeps every stored value readable.
+const MaxDuration = uint64(100 * 365 * 24 * time.Hour)
 
 // FormatDuration writes a duration the way ParseDuration reads it, as briefly as it can: whole
 // days as "7d", otherwise Go's form without zero units ("1h", "36h", "1h30m").
@@ -80,10 +88,11 @@ var SettingNames = []string{"autoRotateOnDisclosure", "selfServiceEnabled", "ret
 func (s *Settings) Set(name, value string) error {
 	var err error
 	switch name {
-	case "autoRotateOnDisclosure":
-		s.AutoRotateOnDisclosure, err = strconv.ParseBool(value)
-	case "selfServiceEnabled":
-		s.SelfServiceEnabled, err = strconv.ParseBool(value)
+	case "autoRotateOnDisclosure", "selfServiceEnabled":
+		var b bool
+		if b, err = strconv.ParseBool(value); err == nil {
+			*s.flag(name) = b
+		}
 	default:
 		d := s.duration(name)
 		if d == nil {
@@ -116,6 +125,13 @@ func (s Settings) Get(name string) string {
 		return FormatDuration(*d)
 	}
 	return ""
+}
+
+func (s *Settings) flag(name string) *bool {
+	if name == "autoRotateOnDisclosure" {
+		return &s.AutoRotateOnDisclosure
+	}
+	return &s.SelfServiceEnabled
 }
 
 func (s *Settings) duration(name string) *time.Duration {

@@ -113,5 +113,5 @@ func volumeWhy(v Volume, why string) string {
 	if name == "" {
 		name = v.ID
 	}
-	return name + ": " + why
+	return name + " " + why
 }

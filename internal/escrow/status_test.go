@@ -49,9 +49,16 @@ func missingSince(v escrow.Volume, ago time.Duration) escrow.Volume {
 	return v
 }
 
+// failureAt and rotationAt are when the failures and open rotations of the cases began.
+var (
+	failureAt  = statusNow.Add(-5 * time.Minute)
+	rotationAt = statusNow.Add(-10 * time.Minute)
+	enrolledAt = statusNow.Add(-2 * time.Hour)
+)
+
 func failing(v escrow.Volume, why string) escrow.Volume {
 	v.Failure = why
-	v.FailureAt = statusNow.Add(-time.Minute)
+	v.FailureAt = failureAt
 	return v
 }
 
@@ -60,88 +67,115 @@ func encrypting(v escrow.Volume) escrow.Volume {
 	return v
 }
 
+func notReported(v escrow.Volume) escrow.Volume {
+	v.ProtectionStatus, v.EncryptionStatus = "", ""
+	return v
+}
+
+func rotating(v escrow.Volume) escrow.VolumeState {
+	return escrow.VolumeState{Volume: v, RotationOpen: true, RotationSince: rotationAt}
+}
+
+func mismatched(v escrow.Volume) escrow.VolumeState {
+	return escrow.VolumeState{Volume: v, Mismatch: true}
+}
+
 func TestVolumeStatus(t *testing.T) {
+	state := func(v escrow.Volume) escrow.VolumeState { return escrow.VolumeState{Volume: v} }
+	withRotation := func(s escrow.VolumeState) escrow.VolumeState {
+		s.RotationOpen, s.RotationSince = true, rotationAt
+		return s
+	}
 	tests := []struct {
-		name      string
-		state     escrow.VolumeState
-		zeroGrace bool // use a grace period of 0 instead of the default 1h
-		want      escrow.EscrowStatus
-		wantWhy   string // substring of Why; Why must be empty when the status is escrowed
+		name        string
+		state       escrow.VolumeState
+		zeroGrace   bool // use a grace period of 0 instead of the default 1h
+		want        escrow.EscrowStatus
+		wantWhy     string    // substring of Why; Why must be empty when the status is escrowed
+		wantSince   time.Time // when the condition began; zero where none is known
+		wantMissing bool      // a failure that is missing escrow, not a reported one
 	}{
 		// Not Available.
 		{name: "protection off and fully decrypted is notAvailable",
-			state: escrow.VolumeState{Volume: decrypted("D:")}, want: escrow.StatusNotAvailable, wantWhy: "off"},
-		{name: "off wins over a stale failure (first rule wins)",
-			state: escrow.VolumeState{Volume: failing(decrypted("D:"), "escrow failed"), Mismatch: true, RotationOpen: true},
-			want:  escrow.StatusNotAvailable, wantWhy: "off"},
+			state: state(decrypted("D:")), want: escrow.StatusNotAvailable},
+		{name: "off wins over a stale failure, mismatch and rotation (first rule wins)",
+			state: withRotation(mismatched(failing(decrypted("D:"), "escrow failed"))), want: escrow.StatusNotAvailable},
 		// A suspended volume counts as on.
 		{name: "suspended (protection off, fully encrypted) with escrow is escrowed",
-			state: escrow.VolumeState{Volume: suspended("C:")}, want: escrow.StatusEscrowed},
+			state: state(suspended("C:")), want: escrow.StatusEscrowed},
 		{name: "suspended without escrow past grace is failed",
-			state: escrow.VolumeState{Volume: missingSince(suspended("C:"), grace+time.Second)}, want: escrow.StatusFailed, wantWhy: "missing escrow"},
+			state: state(missingSince(suspended("C:"), grace+time.Second)), want: escrow.StatusFailed,
+			wantSince: statusNow.Add(-grace - time.Second), wantMissing: true},
 		{name: "protection off while encryption paused counts as on",
-			state: escrow.VolumeState{Volume: func() escrow.Volume {
+			state: state(func() escrow.Volume {
 				v := suspended("C:")
 				v.EncryptionStatus = escrow.EncryptionPaused
 				return v
-			}()}, want: escrow.StatusEscrowed},
+			}()), want: escrow.StatusEscrowed},
 		{name: "protection off while decrypting counts as on until fully decrypted",
-			state: escrow.VolumeState{Volume: func() escrow.Volume {
+			state: state(func() escrow.Volume {
 				v := suspended("C:")
 				v.EncryptionStatus = escrow.DecryptionInProgress
 				return v
-			}()}, want: escrow.StatusEscrowed},
+			}()), want: escrow.StatusEscrowed},
 		// Failed.
 		{name: "reported escrow failure is failed and says why",
-			state: escrow.VolumeState{Volume: failing(encrypted("C:"), "escrow failed: server unreachable")},
-			want:  escrow.StatusFailed, wantWhy: "escrow failed: server unreachable"},
+			state: state(failing(encrypted("C:"), "escrow failed: server unreachable")),
+			want:  escrow.StatusFailed, wantWhy: "escrow failed: server unreachable", wantSince: failureAt},
 		{name: "verification mismatch is failed",
-			state: escrow.VolumeState{Volume: encrypted("C:"), Mismatch: true}, want: escrow.StatusFailed, wantWhy: "does not match"},
+			state: mismatched(encrypted("C:")), want: escrow.StatusFailed, wantWhy: "match"},
 		{name: "missing escrow one second past grace is failed",
-			state: escrow.VolumeState{Volume: missingSince(encrypted("C:"), grace+time.Second)},
-			want:  escrow.StatusFailed, wantWhy: "missing escrow since 2025-03-01T10:59:59Z"},
+			state: state(missingSince(encrypted("C:"), grace+time.Second)),
+			want:  escrow.StatusFailed, wantWhy: "2025-03-01T10:59:59Z", wantSince: statusNow.Add(-grace - time.Second), wantMissing: true},
 		{name: "missing escrow a day past grace is failed",
-			state: escrow.VolumeState{Volume: missingSince(encrypted("C:"), 24*time.Hour)}, want: escrow.StatusFailed, wantWhy: "missing escrow"},
+			state: state(missingSince(encrypted("C:"), 24*time.Hour)),
+			want:  escrow.StatusFailed, wantSince: statusNow.Add(-24 * time.Hour), wantMissing: true},
 		{name: "encrypting one second past grace is failed",
-			state: escrow.VolumeState{Volume: missingSince(encrypting(encrypted("C:")), grace+time.Second)},
-			want:  escrow.StatusFailed, wantWhy: "missing escrow"},
+			state: state(missingSince(encrypting(encrypted("C:")), grace+time.Second)),
+			want:  escrow.StatusFailed, wantSince: statusNow.Add(-grace - time.Second), wantMissing: true},
 		{name: "zero grace: missing for one second is failed",
-			state: escrow.VolumeState{Volume: missingSince(encrypted("C:"), time.Second)}, zeroGrace: true, want: escrow.StatusFailed},
+			state: state(missingSince(encrypted("C:"), time.Second)), zeroGrace: true,
+			want: escrow.StatusFailed, wantSince: statusNow.Add(-time.Second), wantMissing: true},
 		// Pending.
 		{name: "not reported yet is pending",
-			state: escrow.VolumeState{Volume: func() escrow.Volume {
-				v := encrypted("C:")
-				v.ProtectionStatus, v.EncryptionStatus = "", ""
-				return v
-			}()}, want: escrow.StatusPending, wantWhy: "not reported"},
+			state: state(notReported(encrypted("C:"))), want: escrow.StatusPending, wantWhy: "not reported"},
+		{name: "not reported yet wins over a failure (first rule wins)",
+			state: state(notReported(failing(encrypted("C:"), "escrow failed"))), want: escrow.StatusPending, wantWhy: "not reported"},
 		{name: "rotation open is pending",
-			state: escrow.VolumeState{Volume: encrypted("C:"), RotationOpen: true}, want: escrow.StatusPending, wantWhy: "rotation"},
+			state: rotating(encrypted("C:")), want: escrow.StatusPending, wantWhy: "rotation", wantSince: rotationAt},
 		{name: "encrypting within grace is pending",
-			state: escrow.VolumeState{Volume: missingSince(encrypting(encrypted("C:")), time.Minute)},
-			want:  escrow.StatusPending, wantWhy: "encrypting"},
+			state: state(missingSince(encrypting(encrypted("C:")), time.Minute)),
+			want:  escrow.StatusPending, wantWhy: "encrypting", wantSince: statusNow.Add(-time.Minute)},
 		{name: "on without escrow within grace is pending",
-			state: escrow.VolumeState{Volume: missingSince(encrypted("C:"), time.Minute)}, want: escrow.StatusPending, wantWhy: "not escrowed"},
+			state: state(missingSince(encrypted("C:"), time.Minute)),
+			want:  escrow.StatusPending, wantWhy: "not escrowed", wantSince: statusNow.Add(-time.Minute)},
 		{name: "missing escrow exactly at the grace period is still pending",
-			state: escrow.VolumeState{Volume: missingSince(encrypted("C:"), grace)}, want: escrow.StatusPending, wantWhy: "not escrowed"},
+			state: state(missingSince(encrypted("C:"), grace)),
+			want:  escrow.StatusPending, wantWhy: "not escrowed", wantSince: statusNow.Add(-grace)},
 		{name: "zero grace: missing since now is pending",
-			state: escrow.VolumeState{Volume: missingSince(encrypted("C:"), 0)}, zeroGrace: true, want: escrow.StatusPending},
+			state: state(missingSince(encrypted("C:"), 0)), zeroGrace: true, want: escrow.StatusPending, wantSince: statusNow},
 		// Precedence inside one volume.
 		{name: "failure beats rotation open",
-			state: escrow.VolumeState{Volume: failing(encrypted("C:"), "rotation failed"), RotationOpen: true},
-			want:  escrow.StatusFailed, wantWhy: "rotation failed"},
+			state: rotating(failing(encrypted("C:"), "rotation failed")),
+			want:  escrow.StatusFailed, wantWhy: "rotation failed", wantSince: failureAt},
 		{name: "mismatch beats rotation open",
-			state: escrow.VolumeState{Volume: encrypted("C:"), Mismatch: true, RotationOpen: true}, want: escrow.StatusFailed},
+			state: withRotation(mismatched(encrypted("C:"))), want: escrow.StatusFailed, wantWhy: "match"},
 		{name: "missing escrow past grace beats rotation open",
-			state: escrow.VolumeState{Volume: missingSince(encrypted("C:"), 2*grace), RotationOpen: true},
-			want:  escrow.StatusFailed, wantWhy: "missing escrow"},
+			state: rotating(missingSince(encrypted("C:"), 2*grace)),
+			want:  escrow.StatusFailed, wantSince: statusNow.Add(-2 * grace), wantMissing: true},
+		{name: "rotation open beats missing escrow within grace",
+			state: rotating(missingSince(encrypted("C:"), time.Minute)), want: escrow.StatusPending, wantWhy: "rotation", wantSince: rotationAt},
+		{name: "reported failure beats missing escrow past grace",
+			state: state(failing(missingSince(encrypted("C:"), 2*grace), "escrow failed")),
+			want:  escrow.StatusFailed, wantWhy: "escrow failed", wantSince: failureAt},
 		{name: "reported failure beats missing escrow within grace",
-			state: escrow.VolumeState{Volume: failing(missingSince(encrypted("C:"), time.Minute), "escrow failed")},
-			want:  escrow.StatusFailed, wantWhy: "escrow failed"},
+			state: state(failing(missingSince(encrypted("C:"), time.Minute), "escrow failed")),
+			want:  escrow.StatusFailed, wantWhy: "escrow failed", wantSince: failureAt},
 		// Escrowed.
 		{name: "on, escrowed, nothing pending is escrowed",
-			state: escrow.VolumeState{Volume: encrypted("C:")}, want: escrow.StatusEscrowed},
+			state: state(encrypted("C:")), want: escrow.StatusEscrowed},
 		{name: "protection on while still encrypting, already escrowed, is escrowed",
-			state: escrow.VolumeState{Volume: encrypting(encrypted("C:"))}, want: escrow.StatusEscrowed},
+			state: state(encrypting(encrypted("C:"))), want: escrow.StatusEscrowed},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -156,7 +190,7 @@ func TestVolumeStatus(t *testing.T) {
 			if !got.Status.Valid() {
 				t.Errorf("status %q is not one of the four statuses", got.Status)
 			}
-			checkWhy(t, got, tt.wantWhy)
+			checkResult(t, got, tt.wantWhy, tt.wantSince, tt.wantMissing)
 		})
 	}
 }
@@ -169,106 +203,118 @@ func TestDeviceStatus(t *testing.T) {
 		}
 		return out
 	}
+	enrolled := escrow.Device{ID: "6b1f0a52-8f7e-4a57-9a0e-4f1c3f7f2d10", Name: "LT-0042", EnrolledAt: enrolledAt}
+	reported := enrolled
+	reported.ReportedAt = statusNow.Add(-time.Minute)
 	tests := []struct {
-		name     string
-		reported bool
-		volumes  []escrow.VolumeState
-		want     escrow.EscrowStatus
-		wantVol  string // the volume Why must start with: its mount point, or its ID without one
-		wantWhy  string // what else Why must contain; Why must be empty when the status is escrowed
+		name        string
+		device      escrow.Device
+		volumes     []escrow.VolumeState
+		want        escrow.EscrowStatus
+		wantVol     string // the volume Why must start with: its mount point, or its ID without one
+		wantWhy     string // what else Why must contain; Why must be empty when the status is escrowed
+		wantSince   time.Time
+		wantMissing bool
 	}{
 		// Enrolled, not reported.
-		{name: "enrolled and not reported is pending", reported: false, want: escrow.StatusPending, wantWhy: "enrolled, not reported"},
-		{name: "not reported with a reported failure is failed (failed beats pending)", reported: false,
-			volumes: vs(failing(encrypted("C:"), "escrow failed")), want: escrow.StatusFailed, wantVol: "C:", wantWhy: "escrow failed"},
+		{name: "enrolled and not reported is pending since enrollment", device: enrolled,
+			want: escrow.StatusPending, wantWhy: "not reported", wantSince: enrolledAt},
+		{name: "not reported: volumes without failure do not count", device: enrolled,
+			volumes: vs(missingSince(encrypted("C:"), 3*grace)), want: escrow.StatusPending, wantWhy: "not reported", wantSince: enrolledAt},
+		{name: "not reported with a reported failure is failed (failed beats pending)", device: enrolled,
+			volumes: vs(encrypted("C:"), failing(encrypted("D:"), "escrow failed")),
+			want:    escrow.StatusFailed, wantVol: "D:", wantWhy: "escrow failed", wantSince: failureAt},
 		// Not Available.
-		{name: "BitLocker off on every volume is notAvailable", reported: true,
-			volumes: vs(decrypted("C:"), decrypted("D:")), want: escrow.StatusNotAvailable, wantWhy: "BitLocker is off on every volume"},
-		{name: "reported with no volumes is notAvailable (nothing is on)", reported: true,
+		{name: "BitLocker off on every volume is notAvailable", device: reported,
+			volumes: vs(decrypted("C:"), decrypted("D:")), want: escrow.StatusNotAvailable, wantWhy: "every volume"},
+		{name: "reported with no volumes is notAvailable (nothing is on)", device: reported,
 			want: escrow.StatusNotAvailable},
-		{name: "one volume off and one escrowed is escrowed, not notAvailable", reported: true,
+		{name: "one volume off and one escrowed is escrowed, not notAvailable", device: reported,
 			volumes: vs(decrypted("C:"), encrypted("D:")), want: escrow.StatusEscrowed},
-		{name: "one volume off and one failed is failed", reported: true,
-			volumes: vs(decrypted("C:"), failing(encrypted("D:"), "escrow failed")), want: escrow.StatusFailed, wantVol: "D:", wantWhy: "escrow failed"},
-		{name: "off plus suspended is not notAvailable: suspended counts as on", reported: true,
+		{name: "one volume off and one failed is failed", device: reported,
+			volumes: vs(decrypted("C:"), failing(encrypted("D:"), "escrow failed")),
+			want:    escrow.StatusFailed, wantVol: "D:", wantWhy: "escrow failed", wantSince: failureAt},
+		{name: "off plus suspended is not notAvailable: suspended counts as on", device: reported,
 			volumes: vs(decrypted("C:"), suspended("D:")), want: escrow.StatusEscrowed},
-		{name: "suspended volume missing escrow past grace makes the device failed", reported: true,
-			volumes: vs(decrypted("C:"), missingSince(suspended("D:"), 2*grace)), want: escrow.StatusFailed, wantVol: "D:", wantWhy: "missing escrow"},
+		{name: "suspended volume missing escrow past grace makes the device failed", device: reported,
+			volumes: vs(decrypted("C:"), missingSince(suspended("D:"), 2*grace)),
+			want:    escrow.StatusFailed, wantVol: "D:", wantSince: statusNow.Add(-2 * grace), wantMissing: true},
 		// Failed.
-		{name: "reported failure names the mount point", reported: true,
+		{name: "reported failure names the mount point", device: reported,
 			volumes: vs(encrypted("C:"), failing(encrypted("E:"), "rotation failed: access denied")),
-			want:    escrow.StatusFailed, wantVol: "E:", wantWhy: "rotation failed: access denied"},
-		{name: "verification mismatch names the mount point", reported: true,
-			volumes: []escrow.VolumeState{{Volume: encrypted("C:")}, {Volume: encrypted("F:"), Mismatch: true}},
-			want:    escrow.StatusFailed, wantVol: "F:", wantWhy: "escrowed recovery password does not match"},
-		{name: "missing escrow one second past grace is failed", reported: true,
-			volumes: vs(missingSince(encrypted("C:"), grace+time.Second)), want: escrow.StatusFailed, wantVol: "C:", wantWhy: "missing escrow since"},
-		{name: "missing escrow exactly at grace is pending", reported: true,
-			volumes: vs(missingSince(encrypted("C:"), grace)), want: escrow.StatusPending, wantVol: "C:", wantWhy: "recovery password not escrowed yet"},
-		{name: "volume without a mount point is named by its volume ID", reported: true,
+			want:    escrow.StatusFailed, wantVol: "E:", wantWhy: "rotation failed: access denied", wantSince: failureAt},
+		{name: "verification mismatch names the mount point", device: reported,
+			volumes: []escrow.VolumeState{{Volume: encrypted("C:")}, mismatched(encrypted("F:"))},
+			want:    escrow.StatusFailed, wantVol: "F:", wantWhy: "match"},
+		{name: "missing escrow one second past grace is failed", device: reported,
+			volumes: vs(missingSince(encrypted("C:"), grace+time.Second)),
+			want:    escrow.StatusFailed, wantVol: "C:", wantWhy: "2025-03-01T10:59:59Z", wantSince: statusNow.Add(-grace - time.Second), wantMissing: true},
+		{name: "missing escrow exactly at grace is pending", device: reported,
+			volumes: vs(missingSince(encrypted("C:"), grace)),
+			want:    escrow.StatusPending, wantVol: "C:", wantWhy: "not escrowed", wantSince: statusNow.Add(-grace)},
+		{name: "volume without a mount point is named by its volume ID", device: reported,
 			volumes: vs(func() escrow.Volume {
 				v := failing(encrypted("C:"), "escrow failed")
 				v.MountPoint = ""
 				return v
-			}()), want: escrow.StatusFailed, wantVol: `\\?\Volume{0000000c-5d4e-4f60-8a7b-1c2d3e4f5a6b}\`, wantWhy: "escrow failed"},
+			}()), want: escrow.StatusFailed, wantVol: `\\?\Volume{0000000c-5d4e-4f60-8a7b-1c2d3e4f5a6b}\`, wantWhy: "escrow failed", wantSince: failureAt},
 		// Precedence across volumes.
-		{name: "failed beats pending whatever the volume order", reported: true,
-			volumes: []escrow.VolumeState{{Volume: encrypted("C:"), RotationOpen: true}, {Volume: failing(encrypted("D:"), "escrow failed")}},
-			want:    escrow.StatusFailed, wantVol: "D:", wantWhy: "escrow failed"},
-		{name: "failed beats escrowed", reported: true,
-			volumes: vs(encrypted("C:"), missingSince(encrypted("D:"), 3*grace)), want: escrow.StatusFailed, wantVol: "D:", wantWhy: "missing escrow"},
-		{name: "pending beats escrowed", reported: true,
-			volumes: vs(encrypted("C:"), missingSince(encrypted("D:"), time.Minute)), want: escrow.StatusPending, wantVol: "D:", wantWhy: "recovery password not escrowed yet"},
+		{name: "failed beats pending whatever the volume order", device: reported,
+			volumes: []escrow.VolumeState{rotating(encrypted("C:")), {Volume: failing(encrypted("D:"), "escrow failed")}},
+			want:    escrow.StatusFailed, wantVol: "D:", wantWhy: "escrow failed", wantSince: failureAt},
+		{name: "failed beats escrowed", device: reported,
+			volumes: vs(encrypted("C:"), missingSince(encrypted("D:"), 3*grace)),
+			want:    escrow.StatusFailed, wantVol: "D:", wantSince: statusNow.Add(-3 * grace), wantMissing: true},
+		{name: "pending beats escrowed", device: reported,
+			volumes: vs(encrypted("C:"), missingSince(encrypted("D:"), time.Minute)),
+			want:    escrow.StatusPending, wantVol: "D:", wantWhy: "not escrowed", wantSince: statusNow.Add(-time.Minute)},
 		// Pending.
-		{name: "rotation open is pending", reported: true,
-			volumes: []escrow.VolumeState{{Volume: encrypted("C:"), RotationOpen: true}}, want: escrow.StatusPending, wantVol: "C:", wantWhy: "rotation in progress"},
-		{name: "encrypting within grace is pending", reported: true,
-			volumes: vs(missingSince(encrypting(encrypted("C:")), time.Minute)), want: escrow.StatusPending, wantVol: "C:", wantWhy: "encrypting"},
-		{name: "a volume not yet reported is pending", reported: true,
-			volumes: vs(encrypted("C:"), func() escrow.Volume {
-				v := encrypted("D:")
-				v.ProtectionStatus, v.EncryptionStatus = "", ""
-				return v
-			}()), want: escrow.StatusPending, wantVol: "D:", wantWhy: "not reported yet"},
+		{name: "rotation open is pending", device: reported,
+			volumes: []escrow.VolumeState{rotating(encrypted("C:"))},
+			want:    escrow.StatusPending, wantVol: "C:", wantWhy: "rotation", wantSince: rotationAt},
+		{name: "encrypting within grace is pending", device: reported,
+			volumes: vs(missingSince(encrypting(encrypted("C:")), time.Minute)),
+			want:    escrow.StatusPending, wantVol: "C:", wantWhy: "encrypting", wantSince: statusNow.Add(-time.Minute)},
+		{name: "a volume not yet reported is pending", device: reported,
+			volumes: vs(encrypted("C:"), notReported(encrypted("D:"))),
+			want:    escrow.StatusPending, wantVol: "D:", wantWhy: "not reported"},
 		// Escrowed.
-		{name: "every volume on and escrowed is escrowed", reported: true,
+		{name: "every volume on and escrowed is escrowed", device: reported,
 			volumes: vs(encrypted("C:"), encrypted("D:")), want: escrow.StatusEscrowed},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got := escrow.DeviceStatus(tt.reported, tt.volumes, statusNow, grace)
+			got := escrow.DeviceStatus(tt.device, tt.volumes, statusNow, grace)
 			if got.Status != tt.want {
 				t.Fatalf("DeviceStatus = %q (%q), want %q", got.Status, got.Why, tt.want)
-			}
-			if tt.want == escrow.StatusEscrowed {
-				if got.Why != "" {
-					t.Errorf("Why = %q, want empty for escrowed", got.Why)
-				}
-				return
 			}
 			if !strings.HasPrefix(got.Why, tt.wantVol) {
 				t.Errorf("Why = %q, want it to start with the volume %q", got.Why, tt.wantVol)
 			}
-			if !strings.Contains(got.Why, tt.wantWhy) {
-				t.Errorf("Why = %q, want it to contain %q", got.Why, tt.wantWhy)
-			}
+			checkResult(t, got, tt.wantWhy, tt.wantSince, tt.wantMissing)
 		})
 	}
 }
 
-func checkWhy(t *testing.T, got escrow.StatusResult, want string) {
+func checkResult(t *testing.T, got escrow.StatusResult, why string, since time.Time, missing bool) {
 	t.Helper()
 	if got.Status == escrow.StatusEscrowed {
 		if got.Why != "" {
 			t.Errorf("Why = %q, want empty for escrowed", got.Why)
 		}
-		return
+	} else {
+		if got.Why == "" {
+			t.Errorf("Why is empty for status %q", got.Status)
+		}
+		if !strings.Contains(got.Why, why) {
+			t.Errorf("Why = %q, want it to contain %q", got.Why, why)
+		}
 	}
-	if got.Why == "" {
-		t.Errorf("Why is empty for status %q", got.Status)
+	if !got.Since.Equal(since) {
+		t.Errorf("Since = %v, want %v", got.Since, since)
 	}
-	if !strings.Contains(got.Why, want) {
-		t.Errorf("Why = %q, want it to contain %q", got.Why, want)
+	if got.MissingEscrow != missing {
+		t.Errorf("MissingEscrow = %v, want %v", got.MissingEscrow, missing)
 	}
 }
 

@@ -75,7 +75,8 @@ func ParseToken(s string) (Token, error) {
 	if s[4+tokenIDLen] != '_' || strings.Trim(id, "0123456789abcdef") != "" {
 		return Token{}, bad
 	}
-	if _, err := base64.RawURLEncoding.DecodeString(secret); err != nil {
+	// Decoding skips CR and LF and ignores spare bits; re-encoding insists on the one form.
+	if b, err := base64.RawURLEncoding.DecodeString(secret); err != nil || len(b) != 32 || base64.RawURLEncoding.EncodeToString(b) != secret {
 		return Token{}, bad
 	}
 	return Token{Kind: kind, ID: id, Secret: secret}, nil
