@@ -179,6 +179,9 @@ func (db *DB) GetDevice(ctx context.Context, p escrow.Principal, id string) (esc
 // the next page ("" on the last). A status filter cannot be pushed into SQL (it depends on the
 // clock), so devices are read in name order until the page is full.
 func (db *DB) ListDevices(ctx context.Context, f escrow.DeviceFilter) ([]escrow.DeviceDetail, string, error) {
+	if f.Limit <= 0 || f.Limit > 1000 {
+		f.Limit = defaultLimit
+	}
 	var afterName, afterID string
 	if f.Cursor != "" {
 		parts, err := decodeCursor(f.Cursor, 2)

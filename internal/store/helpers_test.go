@@ -179,6 +179,13 @@ func (e *env) open() *store.DB {
 	return db
 }
 
+// in returns the env bound to a subtest, so that its helpers fail the subtest that called them.
+func (e *env) in(t *testing.T) *env {
+	c := *e
+	c.t, c.ctx = t, t.Context()
+	return &c
+}
+
 func (e *env) path() string { return filepath.Join(e.dir, store.DatabaseFile) }
 
 // raw opens a second, independent handle on the database file: what someone with access to

@@ -37,35 +37,23 @@ func (db *DB) Escrow(ctx context.Context, o escrow.Origin, deviceID string, req 
 	var conflict bool
 	err = db.write(ctx, func(tx *sql.Tx) error {
 		created, conflict = false, false
-		if err := upsertVolume(ctx, tx, deviceID, req.VolumeID, req.MountPoint, req.VolumeType); err != nil {
-			return err
-		}
 		var kind, status, verification string
 		var ct, wk []byte
 		err := tx.QueryRowContext(ctx, `SELECT kind, status, verification, ciphertext, wrapped_key FROM recovery_keys WHERE device_id = $1 AND key_id = $2`,
 			deviceID, req.KeyID).Scan(&kind, &status, &verification, &ct, &wk)
 		e := o.Event(escrow.ActionKeyEscrow, escrow.OutcomeSuccess)
 		e.DeviceID, e.KeyID = deviceID, req.KeyID
+		e.Detail = fmt.Sprintf("%s for volume %s", req.Kind, req.VolumeID)
+		store := ""
 		switch {
 		case errors.Is(err, sql.ErrNoRows):
-			if _, err := tx.ExecContext(ctx, `INSERT INTO recovery_keys (device_id, key_id, volume_id, kind, status, ciphertext, wrapped_key, created_at)
-				VALUES ($1, $2, $3, $4, 'active', $5, $6, $7)`,
-				deviceID, req.KeyID, req.VolumeID, string(req.Kind), sealed.Ciphertext, sealed.WrappedKey, micros(now)); err != nil {
-				return err
-			}
-			created = true
+			store = "insert"
 		case err != nil:
 			return err
 		case escrow.KeyStatus(status) == escrow.KeyPurged:
 			// The material was destroyed after the protector disappeared; the device says it
 			// holds the key again, so keep it again rather than leave the volume unrecoverable.
-			if _, err := tx.ExecContext(ctx, `UPDATE recovery_keys SET kind = $3, volume_id = $4, status = 'active', verification = 'unverified',
-				verified_at = NULL, ciphertext = $5, wrapped_key = $6, superseded_at = NULL, retain_until = NULL
-				WHERE device_id = $1 AND key_id = $2`,
-				deviceID, req.KeyID, string(req.Kind), req.VolumeID, sealed.Ciphertext, sealed.WrappedKey); err != nil {
-				return err
-			}
-			created = true
+			store = "replace"
 		default:
 			held, err := db.sealer.Open(seal.Sealed{Ciphertext: ct, WrappedKey: wk}, aad)
 			if err != nil {
@@ -73,37 +61,44 @@ func (db *DB) Escrow(ctx context.Context, o escrow.Origin, deviceID string, req 
 			}
 			same := kind == string(req.Kind) && subtle.ConstantTimeCompare(held, []byte(req.Material)) == 1
 			clear(held)
-			if !same && verification == string(escrow.Mismatch) && status == string(escrow.KeyActive) {
+			switch {
+			case same:
+				// The same material again: an agent retrying after a lost answer. The escrow has
+				// succeeded, so an escrow failure it reported meanwhile is over.
+				return db.escrowSucceeded(ctx, tx, deviceID, req.VolumeID, now)
+			case verification == string(escrow.Mismatch) && status == string(escrow.KeyActive):
 				// The agent proved the held password is not the one on the volume; this is the
 				// re-escrow it was asked for, so the device's material replaces ours.
-				if _, err := tx.ExecContext(ctx, `UPDATE recovery_keys SET kind = $3, ciphertext = $4, wrapped_key = $5,
-					verification = 'unverified', verified_at = NULL WHERE device_id = $1 AND key_id = $2`,
-					deviceID, req.KeyID, string(req.Kind), sealed.Ciphertext, sealed.WrappedKey); err != nil {
-					return err
-				}
-				created = true
+				store = "replace"
 				e.Reason = "re-escrow after a verification mismatch"
-				break
-			}
-			if !same {
+			default:
+				// Refused: nothing about the device changes, only the attempt is recorded.
 				conflict = true
 				e.Outcome = escrow.OutcomeDenied
 				e.Detail = "different material already escrowed for this key ID"
 				return db.appendEvent(ctx, tx, e)
 			}
-			// Same material again: an agent retrying after a lost answer. Nothing to record.
-			return touchDevice(ctx, tx, deviceID, now)
 		}
-		if _, err := tx.ExecContext(ctx, `UPDATE volumes SET failure = '', failure_at = NULL WHERE device_id = $1 AND volume_id = $2`, deviceID, req.VolumeID); err != nil {
+		if err := upsertVolume(ctx, tx, deviceID, req.VolumeID, req.MountPoint, req.VolumeType); err != nil {
 			return err
 		}
-		if err := refreshMissingEscrow(ctx, tx, deviceID, now); err != nil {
+		if store == "insert" {
+			_, err = tx.ExecContext(ctx, `INSERT INTO recovery_keys (device_id, key_id, volume_id, kind, status, ciphertext, wrapped_key, created_at)
+				VALUES ($1, $2, $3, $4, 'active', $5, $6, $7)`,
+				deviceID, req.KeyID, req.VolumeID, string(req.Kind), sealed.Ciphertext, sealed.WrappedKey, micros(now))
+		} else {
+			_, err = tx.ExecContext(ctx, `UPDATE recovery_keys SET kind = $3, volume_id = $4, status = 'active', verification = 'unverified',
+				verified_at = NULL, ciphertext = $5, wrapped_key = $6, superseded_at = NULL, retain_until = NULL
+				WHERE device_id = $1 AND key_id = $2`,
+				deviceID, req.KeyID, string(req.Kind), req.VolumeID, sealed.Ciphertext, sealed.WrappedKey)
+		}
+		if err != nil {
 			return err
 		}
-		if err := touchDevice(ctx, tx, deviceID, now); err != nil {
+		created = true
+		if err := db.escrowSucceeded(ctx, tx, deviceID, req.VolumeID, now); err != nil {
 			return err
 		}
-		e.Detail = fmt.Sprintf("%s for volume %s", req.Kind, req.VolumeID)
 		return db.appendEvent(ctx, tx, e)
 	})
 	if err != nil {
@@ -113,6 +108,18 @@ func (db *DB) Escrow(ctx context.Context, o escrow.Origin, deviceID string, req 
 		return false, escrow.Errorf(escrow.CodeConflict, "keyId: different material is already escrowed for this key ID")
 	}
 	return created, nil
+}
+
+// escrowSucceeded records what a successful escrow means for the volume: a failure reported
+// for it is over, and it may no longer be missing escrow.
+func (db *DB) escrowSucceeded(ctx context.Context, tx dbtx, deviceID, volumeID string, now time.Time) error {
+	if _, err := tx.ExecContext(ctx, `UPDATE volumes SET failure = '', failure_at = NULL WHERE device_id = $1 AND volume_id = $2`, deviceID, volumeID); err != nil {
+		return err
+	}
+	if err := refreshMissingEscrow(ctx, tx, deviceID, now); err != nil {
+		return err
+	}
+	return touchDevice(ctx, tx, deviceID, now)
 }
 
 func upsertVolume(ctx context.Context, tx dbtx, deviceID, volumeID, mountPoint string, vt escrow.VolumeType) error {
@@ -164,6 +171,9 @@ func scanKey(s scanner, extra ...any) (int64, escrow.RecoveryKey, error) {
 // ListKeys returns a page of key metadata (never material) within the principal's scope, and
 // records the listing in the audit trail: no listing is answered unless its event committed.
 func (db *DB) ListKeys(ctx context.Context, o escrow.Origin, f escrow.KeyFilter) ([]escrow.RecoveryKey, string, error) {
+	if f.Limit <= 0 || f.Limit > 1000 {
+		f.Limit = defaultLimit
+	}
 	where, args := scopeWhere(f.Scope, "d")
 	arg := func(v any) string { args = append(args, v); return "$" + itoa(len(args)) }
 	if f.DeviceID != "" {

@@ -11,6 +11,7 @@ import (
 )
 
 func TestEscrowIsIdempotent(t *testing.T) {
+	t.Parallel()
 	// 64 upper-case hex digits: the canonical form of a .BEK recovery key.
 	const bek = "5A1F0E2D3C4B5A69788796A5B4C3D2E1F00F1E2D3C4B5A69788796A5B4C3D2E1"
 	tests := []struct {
@@ -23,6 +24,7 @@ func TestEscrowIsIdempotent(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
 			e := newEnv(t)
 			en := e.enroll("LT-0042", "")
 			escrows := escrow.AuditFilter{Action: escrow.ActionKeyEscrow, DeviceID: en.DeviceID}
@@ -59,6 +61,7 @@ func TestEscrowIsIdempotent(t *testing.T) {
 }
 
 func TestEscrowConflictKeepsMaterial(t *testing.T) {
+	t.Parallel()
 	tests := []struct {
 		name string
 		req  escrow.EscrowRequest
@@ -71,6 +74,7 @@ func TestEscrowConflictKeepsMaterial(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
 			e := newEnv(t)
 			en := e.enroll("LT-0042", "")
 			e.escrowPassword(en, osVolume, xts128)
@@ -108,6 +112,7 @@ func TestEscrowConflictKeepsMaterial(t *testing.T) {
 // A refused escrow must leave the device as it was: a device that sends garbage for a key ID
 // it already escrowed must not be able to rename or retype its volumes, or add new ones.
 func TestEscrowConflictChangesNoVolume(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	en := e.enroll("LT-0042", "")
 	e.escrowPassword(en, osVolume, xts128)
@@ -132,6 +137,7 @@ func TestEscrowConflictChangesNoVolume(t *testing.T) {
 }
 
 func TestEscrowInvalidStoresNothing(t *testing.T) {
+	t.Parallel()
 	valid := passwordRequest(osVolume, xts128)
 	tests := []struct {
 		name   string
@@ -155,6 +161,7 @@ func TestEscrowInvalidStoresNothing(t *testing.T) {
 	en := e.enroll("LT-0042", "")
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
+			e := e.in(t)
 			before := e.countEvents(escrow.AuditFilter{})
 			req := valid
 			tt.modify(&req)
@@ -182,6 +189,7 @@ func TestEscrowInvalidStoresNothing(t *testing.T) {
 // A BitLocker To Go drive keeps its protector GUID when it moves to another computer, and each
 // computer escrows it.
 func TestEscrowSameKeyIDOnTwoDevices(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	first := e.enroll("LT-0042", "alice@example.com")
 	second := e.enroll("LT-0043", "bob@example.com")
@@ -206,6 +214,7 @@ func TestEscrowSameKeyIDOnTwoDevices(t *testing.T) {
 }
 
 func TestKeyMaterialSealedAtRest(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	en := e.enroll("LT-0042", "")
 	samples := readmeSamples(t)
@@ -240,6 +249,9 @@ func TestKeyMaterialSealedAtRest(t *testing.T) {
 				}
 			}
 			all = append(all, b...)
+		}
+		if bytes.Contains(all, en.VerificationKey) {
+			t.Errorf("%s: the device's verification key is stored in the clear", when)
 		}
 		// The key IDs are stored in the clear; finding them shows the scan reads real rows.
 		for _, s := range samples {

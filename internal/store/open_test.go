@@ -14,6 +14,7 @@ import (
 )
 
 func TestOpenCreatesDatabaseFile(t *testing.T) {
+	t.Parallel()
 	// A data directory that does not exist yet: first start of `keyward serve`.
 	dir := filepath.Join(t.TempDir(), "keyward-data")
 	db, err := store.OpenSQLite(t.Context(), dir, store.Options{Sealer: mustSealer(t, mustGenerate(t)), Now: newClock().Now})
@@ -46,6 +47,7 @@ func TestOpenCreatesDatabaseFile(t *testing.T) {
 }
 
 func TestReopenAppliesMigrationsOnce(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	en := e.enroll("LT-0042", "")
 	e.escrowPassword(en, osVolume, xts128)
@@ -105,6 +107,7 @@ func TestReopenAppliesMigrationsOnce(t *testing.T) {
 }
 
 func TestOpenPragmas(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	en := e.enroll("LT-0042", "")
 	e.escrowPassword(en, osVolume, xts128)
@@ -152,6 +155,7 @@ func TestOpenPragmas(t *testing.T) {
 }
 
 func TestOpenWrongMasterKey(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	en := e.enroll("LT-0042", "")
 	e.escrowPassword(en, osVolume, xts128)
@@ -176,6 +180,7 @@ func TestOpenWrongMasterKey(t *testing.T) {
 }
 
 func TestClosedDatabaseIsUnavailable(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	en := e.enroll("LT-0042", "")
 	e.escrowPassword(en, osVolume, xts128)

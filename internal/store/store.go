@@ -1,5 +1,5 @@
-// Package store keeps Keyward's state in SQL: the embedded SQLite database by default. It is
-// also where the escrow services live, because each of them is one transaction: a disclosure
+// Package store keeps Keyward's state in SQL: the embedded SQLite database by default, or
+// PostgreSQL shared by several servers. It is also where the escrow services live, because each of them is one transaction: a disclosure
 // and its audit event, an escrow and the status it changes, a rotation's new key and the old
 // key's supersession commit together or not at all.
 //
@@ -23,6 +23,7 @@ import (
 	"strings"
 	"time"
 
+	_ "github.com/jackc/pgx/v5/stdlib" // registers the "pgx" driver
 	"github.com/keyward/keyward/internal/escrow"
 	"github.com/keyward/keyward/internal/seal"
 	_ "modernc.org/sqlite" // registers the "sqlite" driver
@@ -30,6 +31,9 @@ import (
 
 //go:embed migrations
 var migrations embed.FS
+
+// defaultLimit is the page size of a listing that asks for none (SPEC §7).
+const defaultLimit = 100
 
 // DatabaseFile is the name of the SQLite database inside the data directory.
 const DatabaseFile = "keyward.db"
@@ -41,7 +45,10 @@ type DB struct {
 	// that can fail with SQLITE_BUSY whatever the busy timeout).
 	rw *sql.DB
 	// ro serves read-only work (listings, exports) from WAL snapshots without blocking writers.
+	// On PostgreSQL both are one pool.
 	ro *sql.DB
+	// dialect is "sqlite" or "postgres".
+	dialect string
 
 	// sealer seals and opens key material; nil for admin commands that never touch it.
 	sealer *seal.Sealer
@@ -91,15 +98,53 @@ func OpenSQLite(ctx context.Context, dataDir string, opts Options) (*DB, error) 
 	}
 	ro.SetMaxOpenConns(8)
 
-	db := &DB{rw: rw, ro: ro, sealer: opts.Sealer, Now: opts.Now, Rand: opts.Rand}
-	if err := db.init(ctx, "sqlite"); err != nil {
+	db := &DB{rw: rw, ro: ro, dialect: "sqlite", sealer: opts.Sealer, Now: opts.Now, Rand: opts.Rand}
+	if err := db.init(ctx); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("database %s: %w", path, err)
 	}
 	return db, nil
 }
 
-func (db *DB) init(ctx context.Context, dialect string) error {
+// OpenPostgres opens the PostgreSQL database at url (postgres://...) and brings its schema up
+// to date. Several servers may share the database.
+func OpenPostgres(ctx context.Context, url string, opts Options) (*DB, error) {
+	pool, err := sql.Open("pgx", url)
+	if err != nil {
+		return nil, fmt.Errorf("open PostgreSQL: %w", err)
+	}
+	// Every write transaction holds the audit-chain head, so writes are one at a time per
+	// database; the pool mostly serves concurrent reads. Bounded so that many servers on one
+	// database stay well inside max_connections.
+	pool.SetMaxOpenConns(16)
+	pool.SetMaxIdleConns(8)
+	pool.SetConnMaxLifetime(30 * time.Minute)
+	pool.SetConnMaxIdleTime(5 * time.Minute)
+	db := &DB{rw: pool, ro: pool, dialect: "postgres", sealer: opts.Sealer, Now: opts.Now, Rand: opts.Rand}
+	if err := db.init(ctx); err != nil {
+		pool.Close()
+		return nil, fmt.Errorf("PostgreSQL: %w", err)
+	}
+	return db, nil
+}
+
+// Open opens the database named by url (postgres://... or postgresql://...) or, when url is
+// empty, the SQLite database in dataDir.
+func Open(ctx context.Context, url, dataDir string, opts Options) (*DB, error) {
+	if url == "" {
+		return OpenSQLite(ctx, dataDir, opts)
+	}
+	if !strings.HasPrefix(url, "postgres://") && !strings.HasPrefix(url, "postgresql://") {
+		return nil, fmt.Errorf("database URL must start with postgres://")
+	}
+	return OpenPostgres(ctx, url, opts)
+}
+
+// Dialect is "sqlite" or "postgres".
+func (db *DB) Dialect() string { return db.dialect }
+
+func (db *DB) init(ctx context.Context) error {
+	dialect := db.dialect
 	clock := db.Now
 	if clock == nil {
 		clock = time.Now
@@ -121,6 +166,9 @@ func (db *DB) init(ctx context.Context, dialect string) error {
 
 // Close closes the database.
 func (db *DB) Close() error {
+	if db.ro == db.rw {
+		return db.rw.Close()
+	}
 	return errors.Join(db.rw.Close(), db.ro.Close())
 }
 
@@ -139,6 +187,12 @@ func (db *DB) migrate(ctx context.Context, dialect string) error {
 		return fmt.Errorf("read migrations: %w", err)
 	}
 	return db.write(ctx, func(tx *sql.Tx) error {
+		if dialect == "postgres" {
+			// Servers starting together must not both migrate; SQLite's IMMEDIATE does this there.
+			if _, err := tx.ExecContext(ctx, `SELECT pg_advisory_xact_lock(7213190851)`); err != nil {
+				return err
+			}
+		}
 		if _, err := tx.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY, applied_at BIGINT NOT NULL)`); err != nil {
 			return err
 		}
@@ -197,17 +251,33 @@ func (db *DB) checkSealer(ctx context.Context) error {
 
 // write runs fn in a read-write transaction and commits it. Errors from the database become
 // CodeUnavailable: the caller answers 503 and acknowledges nothing.
+//
+// On PostgreSQL every write transaction first locks the audit-chain head. Nearly every write
+// appends to the chain, which has to be serial anyway; taking the lock first makes all writes
+// serial, as on SQLite, so a read-then-write service needs no retry logic and two servers
+// never interleave their changes.
 func (db *DB) write(ctx context.Context, fn func(tx *sql.Tx) error) error {
-	return runTx(ctx, db.rw, fn)
+	return runTx(ctx, db.rw, nil, func(tx *sql.Tx) error {
+		if db.dialect == "postgres" {
+			if _, err := tx.ExecContext(ctx, `SELECT seq FROM audit_head WHERE id = 1 FOR UPDATE`); err != nil {
+				return err
+			}
+		}
+		return fn(tx)
+	})
 }
 
 // read runs fn in a read-only transaction: one consistent snapshot.
 func (db *DB) read(ctx context.Context, fn func(tx *sql.Tx) error) error {
-	return runTx(ctx, db.ro, fn)
+	var opts *sql.TxOptions
+	if db.dialect == "postgres" {
+		opts = &sql.TxOptions{ReadOnly: true, Isolation: sql.LevelRepeatableRead}
+	}
+	return runTx(ctx, db.ro, opts, fn)
 }
 
-func runTx(ctx context.Context, pool *sql.DB, fn func(tx *sql.Tx) error) error {
-	tx, err := pool.BeginTx(ctx, nil)
+func runTx(ctx context.Context, pool *sql.DB, opts *sql.TxOptions, fn func(tx *sql.Tx) error) error {
+	tx, err := pool.BeginTx(ctx, opts)
 	if err != nil {
 		return unavailable(err)
 	}
