@@ -17,14 +17,28 @@ import (
 	"github.com/keyward/keyward/internal/store"
 )
 
-// openStore opens the database for an admin command. Admin commands never need the master key:
-// they manage people and tokens and read the audit trail, never key material. SQLite's locking
-// lets them run while the server does.
-func openStore(ctx context.Context, fs *flag.FlagSet, dataDir string) (*store.DB, error) {
-	if _, err := os.Stat(dataDir); err != nil {
-		return nil, exitError{1, fmt.Sprintf("%s: data directory %s: %v", fs.Name(), dataDir, errors.Unwrap(err))}
+// storeFlags are the flags every admin command takes to find the database.
+type storeFlags struct {
+	dataDir, databaseURL *string
+}
+
+func addStoreFlags(fs *flag.FlagSet) storeFlags {
+	return storeFlags{
+		dataDir:     fs.String("data-dir", "./keyward-data", "data directory"),
+		databaseURL: fs.String("database-url", "", "PostgreSQL URL (postgres://...); the SQLite database in --data-dir without it"),
 	}
-	return store.OpenSQLite(ctx, dataDir, store.Options{})
+}
+
+// openStore opens the database for an admin command. Admin commands never need the master key:
+// they manage people and tokens and read the audit trail, never key material. They can run
+// while servers do.
+func openStore(ctx context.Context, fs *flag.FlagSet, sf storeFlags) (*store.DB, error) {
+	if *sf.databaseURL == "" {
+		if _, err := os.Stat(*sf.dataDir); err != nil {
+			return nil, exitError{1, fmt.Sprintf("%s: data directory %s: %v", fs.Name(), *sf.dataDir, errors.Unwrap(err))}
+		}
+	}
+	return store.Open(ctx, *sf.databaseURL, *sf.dataDir, store.Options{})
 }
 
 // cliOrigin is the audit origin of an admin command: the operating-system account that ran it.
@@ -39,13 +53,9 @@ func cliOrigin() escrow.Origin {
 	return escrow.Origin{Actor: escrow.Actor{Type: escrow.ActorSystem, ID: "cli", Name: name}, Source: escrow.SourceCLI}
 }
 
-func dataDirFlag(fs *flag.FlagSet) *string {
-	return fs.String("data-dir", "./keyward-data", "data directory")
-}
-
 func usersAdd(ctx context.Context, args []string, env cliEnv) error {
 	fs := newFlags("users add")
-	dataDir := dataDirFlag(fs)
+	sf := addStoreFlags(fs)
 	email := fs.String("email", "", "the user's sign-in name")
 	role := fs.String("role", "", "admin, helpdesk, auditor or user")
 	scope := fs.String("scope-tags", "", "helpdesk only: comma-separated device tags the user may act on")
@@ -72,7 +82,7 @@ func usersAdd(ctx context.Context, args []string, env cliEnv) error {
 		}
 		nu.PasswordHash = h
 	}
-	db, err := openStore(ctx, fs, *dataDir)
+	db, err := openStore(ctx, fs, sf)
 	if err != nil {
 		return err
 	}
@@ -87,13 +97,13 @@ func usersAdd(ctx context.Context, args []string, env cliEnv) error {
 
 func tokensCreate(ctx context.Context, args []string, env cliEnv) error {
 	fs := newFlags("tokens create")
-	dataDir := dataDirFlag(fs)
+	sf := addStoreFlags(fs)
 	email := fs.String("user", "", "the email of the user the token acts for")
 	name := fs.String("name", "", "a name to recognise the token by")
 	if err := parse(fs, args, env.getenv); err != nil {
 		return err
 	}
-	db, err := openStore(ctx, fs, *dataDir)
+	db, err := openStore(ctx, fs, sf)
 	if err != nil {
 		return err
 	}
@@ -108,7 +118,7 @@ func tokensCreate(ctx context.Context, args []string, env cliEnv) error {
 
 func enrollTokensCreate(ctx context.Context, args []string, env cliEnv) error {
 	fs := newFlags("enroll-tokens create")
-	dataDir := dataDirFlag(fs)
+	sf := addStoreFlags(fs)
 	uses := fs.Int64("uses", 0, "how many devices may enroll with it (0: unlimited)")
 	expires := fs.String("expires", "", "how long it is valid, like 7d or 36h (empty: no expiry)")
 	if err := parse(fs, args, env.getenv); err != nil {
@@ -122,7 +132,7 @@ func enrollTokensCreate(ctx context.Context, args []string, env cliEnv) error {
 		}
 		validFor = d
 	}
-	db, err := openStore(ctx, fs, *dataDir)
+	db, err := openStore(ctx, fs, sf)
 	if err != nil {
 		return err
 	}
@@ -137,11 +147,11 @@ func enrollTokensCreate(ctx context.Context, args []string, env cliEnv) error {
 
 func auditVerify(ctx context.Context, args []string, env cliEnv) error {
 	fs := newFlags("audit verify")
-	dataDir := dataDirFlag(fs)
+	sf := addStoreFlags(fs)
 	if err := parse(fs, args, env.getenv); err != nil {
 		return err
 	}
-	db, err := openStore(ctx, fs, *dataDir)
+	db, err := openStore(ctx, fs, sf)
 	if err != nil {
 		return err
 	}
@@ -159,7 +169,7 @@ func auditVerify(ctx context.Context, args []string, env cliEnv) error {
 
 func auditExport(ctx context.Context, args []string, env cliEnv) error {
 	fs := newFlags("audit export")
-	dataDir := dataDirFlag(fs)
+	sf := addStoreFlags(fs)
 	format := fs.String("format", "ndjson", "json, ndjson or csv")
 	if err := parse(fs, args, env.getenv); err != nil {
 		return err
@@ -168,7 +178,7 @@ func auditExport(ctx context.Context, args []string, env cliEnv) error {
 	if err != nil {
 		return exitError{2, "audit export: " + escrow.ErrorMessage(err)}
 	}
-	db, err := openStore(ctx, fs, *dataDir)
+	db, err := openStore(ctx, fs, sf)
 	if err != nil {
 		return err
 	}

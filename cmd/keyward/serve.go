@@ -21,6 +21,7 @@ import (
 // on port 0 with a temporary data directory, exactly as `keyward serve` does.
 type Server struct {
 	DataDir       string
+	DatabaseURL   string
 	Listen        string
 	MasterKeyFile string
 	TLSCert       string
@@ -44,6 +45,7 @@ func NewServer() *Server {
 func (s *Server) ParseFlags(args []string, getenv func(string) string) error {
 	fs := newFlags("serve")
 	fs.StringVar(&s.DataDir, "data-dir", s.DataDir, "directory for the database and master key")
+	fs.StringVar(&s.DatabaseURL, "database-url", s.DatabaseURL, "PostgreSQL URL (postgres://...); the embedded SQLite database in --data-dir without it")
 	fs.StringVar(&s.Listen, "listen", s.Listen, "address to listen on")
 	fs.StringVar(&s.MasterKeyFile, "master-key-file", s.MasterKeyFile, "master key file (default DATA_DIR/master.key)")
 	fs.StringVar(&s.TLSCert, "tls-cert", s.TLSCert, "TLS certificate file (PEM); plain HTTP without it")
@@ -82,10 +84,10 @@ func (s *Server) Open(ctx context.Context, logOut io.Writer) error {
 	if created {
 		s.Log.Warn("created a new master key: back it up; without it no escrowed key can be read", slog.String("file", keyFile))
 	}
-	s.db, err = store.OpenSQLite(ctx, s.DataDir, store.Options{Sealer: sealer, Now: s.Now})
+	s.db, err = store.Open(ctx, s.DatabaseURL, s.DataDir, store.Options{Sealer: sealer, Now: s.Now})
 	if err != nil {
 		if errors.Is(err, seal.ErrWrongMasterKey) {
-			return fmt.Errorf("master key file %s does not match the database in %s: start with the master key this installation was created with", keyFile, s.DataDir)
+			return fmt.Errorf("master key file %s does not match the database: start with the master key this installation was created with", keyFile)
 		}
 		return err
 	}
@@ -120,7 +122,7 @@ func (s *Server) URL() string {
 // Serve answers requests until ctx is done, then shuts down gracefully: it stops accepting,
 // lets requests in flight finish (up to 15 s) and closes the database.
 func (s *Server) Serve(ctx context.Context) error {
-	s.Log.Info("keyward serving", slog.String("addr", s.URL()), slog.String("dataDir", s.DataDir))
+	s.Log.Info("keyward serving", slog.String("addr", s.URL()), slog.String("database", s.db.Dialect()))
 	jobsCtx, stopJobs := context.WithCancel(ctx)
 	defer stopJobs()
 	go s.db.RunJobsEvery(jobsCtx, 30*time.Second, func(res store.JobResult, err error) {

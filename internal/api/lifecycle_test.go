@@ -30,9 +30,8 @@ type agent struct {
 }
 
 type agentVolume struct {
-	report     volumeReport
-	passwords  map[string]string // keyId -> password of recovery-password protectors on the volume
-	protection string
+	report    volumeReport
+	passwords map[string]string // keyId -> password of recovery-password protectors on the volume
 }
 
 func newAgent(e *env, hostname, owner string) *agent {

@@ -92,8 +92,7 @@ func TestDiscloseFailsClosed(t *testing.T) {
 	e.report(en, escrow.Report{Volumes: []escrow.ReportedVolume{onVolume(osVolume, xts128.keyID), data}})
 
 	raw := e.raw()
-	e.exec(raw, `CREATE TRIGGER fail_read BEFORE INSERT ON audit_events WHEN NEW.action = 'key.read'
-		BEGIN SELECT RAISE(ABORT, 'simulated audit failure'); END`)
+	e.failAuditWrites(raw, escrow.ActionKeyRead)
 	before := e.countEvents(escrow.AuditFilter{})
 
 	d, err := e.db.Disclose(e.ctx, adminOrigin, en.DeviceID, "forgotten PIN", allowAll)
@@ -111,7 +110,7 @@ func TestDiscloseFailsClosed(t *testing.T) {
 		t.Errorf("rotations scheduled by a disclosure that did not happen: %+v", rs)
 	}
 
-	e.exec(raw, `DROP TRIGGER fail_read`)
+	e.allowAuditWrites(raw)
 	e.clock.Advance(time.Minute)
 	now := e.clock.Now()
 	d = e.disclose(en.DeviceID)

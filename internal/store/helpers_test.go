@@ -129,14 +129,28 @@ func allowAll(escrow.Device, escrow.Settings) bool { return true }
 
 func allowDevice(escrow.Device) bool { return true }
 
-// env is a store on a real SQLite file in a temporary directory.
+// env is a store on a real database: a SQLite file in a temporary directory, or, when
+// KEYWARD_TEST_STORE=postgres, a fresh schema in the PostgreSQL database at
+// KEYWARD_TEST_POSTGRES_URL. The same tests run on both: they are the storage conformance suite.
 type env struct {
 	t      *testing.T
 	ctx    context.Context
 	dir    string
+	url    string // PostgreSQL only: the URL of this test's schema
 	master []byte
 	clock  *clock
 	db     *store.DB
+}
+
+// onPostgres reports whether this run of the suite is against PostgreSQL.
+func onPostgres() bool { return os.Getenv("KEYWARD_TEST_STORE") == "postgres" }
+
+// sqliteOnly skips a check of SQLite's files; PostgreSQL keeps its files to itself.
+func sqliteOnly(t *testing.T) {
+	t.Helper()
+	if onPostgres() {
+		t.Skip("looks at SQLite's files")
+	}
 }
 
 func mustGenerate(t *testing.T) []byte {
@@ -160,16 +174,54 @@ func mustSealer(t *testing.T, master []byte) *seal.Sealer {
 func newEnv(t *testing.T) *env {
 	t.Helper()
 	e := &env{t: t, ctx: t.Context(), dir: t.TempDir(), master: mustGenerate(t), clock: newClock()}
+	if onPostgres() {
+		e.url = pgSchema(t)
+	}
 	e.db = e.open()
 	return e
 }
 
-// open opens the store in e.dir with e.master; the test closes it at the end.
+// pgSchema creates a schema of its own for the test in the PostgreSQL database and returns a
+// URL whose connections use it; the schema is dropped when the test ends.
+func pgSchema(t *testing.T) string {
+	t.Helper()
+	base := os.Getenv("KEYWARD_TEST_POSTGRES_URL")
+	if base == "" {
+		t.Fatal("KEYWARD_TEST_STORE=postgres needs KEYWARD_TEST_POSTGRES_URL")
+	}
+	admin, err := sql.Open("pgx", base)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer admin.Close()
+	name := fmt.Sprintf("kw_test_%d_%d", time.Now().UnixNano(), os.Getpid())
+	if _, err := admin.Exec(`CREATE SCHEMA ` + name); err != nil {
+		t.Fatalf("create schema: %v", err)
+	}
+	t.Cleanup(func() {
+		admin, err := sql.Open("pgx", base)
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		defer admin.Close()
+		if _, err := admin.Exec(`DROP SCHEMA ` + name + ` CASCADE`); err != nil {
+			t.Errorf("drop schema: %v", err)
+		}
+	})
+	sep := "?"
+	if strings.Contains(base, "?") {
+		sep = "&"
+	}
+	return base + sep + "search_path=" + name
+}
+
+// open opens the store with e.master; the test closes it at the end.
 func (e *env) open() *store.DB {
 	e.t.Helper()
-	db, err := store.OpenSQLite(e.ctx, e.dir, store.Options{Sealer: mustSealer(e.t, e.master), Now: e.clock.Now})
+	db, err := e.openWith(e.master)
 	if err != nil {
-		e.t.Fatalf("OpenSQLite: %v", err)
+		e.t.Fatalf("open store: %v", err)
 	}
 	e.t.Cleanup(func() {
 		if err := db.Close(); err != nil {
@@ -177,6 +229,11 @@ func (e *env) open() *store.DB {
 		}
 	})
 	return db
+}
+
+// openWith opens the store's database with the given master key.
+func (e *env) openWith(master []byte) (*store.DB, error) {
+	return store.Open(e.ctx, e.url, e.dir, store.Options{Sealer: mustSealer(e.t, master), Now: e.clock.Now})
 }
 
 // in returns the env bound to a subtest, so that its helpers fail the subtest that called them.
@@ -188,12 +245,16 @@ func (e *env) in(t *testing.T) *env {
 
 func (e *env) path() string { return filepath.Join(e.dir, store.DatabaseFile) }
 
-// raw opens a second, independent handle on the database file: what someone with access to
-// the file (an attacker, a broken disk, a test) can do behind the store's back.
+// raw opens a second, independent handle on the database: what someone with access to it (an
+// attacker, a broken disk, a test) can do behind the store's back.
 func (e *env) raw() *sql.DB {
 	e.t.Helper()
-	// The store's import registers the "sqlite" driver.
-	raw, err := sql.Open("sqlite", "file:"+e.path()+"?_pragma=busy_timeout(5000)")
+	// The store's import registers the "sqlite" and "pgx" drivers.
+	driver, dsn := "sqlite", "file:"+e.path()+"?_pragma=busy_timeout(5000)"
+	if onPostgres() {
+		driver, dsn = "pgx", e.url
+	}
+	raw, err := sql.Open(driver, dsn)
 	if err != nil {
 		e.t.Fatal(err)
 	}
@@ -204,6 +265,31 @@ func (e *env) raw() *sql.DB {
 		}
 	})
 	return raw
+}
+
+// failAuditWrites makes the database refuse audit events of the action, a real storage
+// failure of exactly the audit write; allowAuditWrites lifts it.
+func (e *env) failAuditWrites(raw *sql.DB, action string) {
+	e.t.Helper()
+	if onPostgres() {
+		e.exec(raw, `CREATE FUNCTION fail_audit() RETURNS trigger LANGUAGE plpgsql AS $$
+			BEGIN RAISE EXCEPTION 'simulated audit failure'; END $$`)
+		e.exec(raw, `CREATE TRIGGER fail_audit BEFORE INSERT ON audit_events FOR EACH ROW
+			WHEN (NEW.action = '`+action+`') EXECUTE FUNCTION fail_audit()`)
+		return
+	}
+	e.exec(raw, `CREATE TRIGGER fail_audit BEFORE INSERT ON audit_events WHEN NEW.action = '`+action+`'
+		BEGIN SELECT RAISE(ABORT, 'simulated audit failure'); END`)
+}
+
+func (e *env) allowAuditWrites(raw *sql.DB) {
+	e.t.Helper()
+	if onPostgres() {
+		e.exec(raw, `DROP TRIGGER fail_audit ON audit_events`)
+		e.exec(raw, `DROP FUNCTION fail_audit()`)
+		return
+	}
+	e.exec(raw, `DROP TRIGGER fail_audit`)
 }
 
 func (e *env) exec(raw *sql.DB, query string, args ...any) {

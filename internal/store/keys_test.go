@@ -215,6 +215,7 @@ func TestEscrowSameKeyIDOnTwoDevices(t *testing.T) {
 
 func TestKeyMaterialSealedAtRest(t *testing.T) {
 	t.Parallel()
+	sqliteOnly(t)
 	e := newEnv(t)
 	en := e.enroll("LT-0042", "")
 	samples := readmeSamples(t)

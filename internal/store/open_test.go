@@ -15,6 +15,7 @@ import (
 
 func TestOpenCreatesDatabaseFile(t *testing.T) {
 	t.Parallel()
+	sqliteOnly(t)
 	// A data directory that does not exist yet: first start of `keyward serve`.
 	dir := filepath.Join(t.TempDir(), "keyward-data")
 	db, err := store.OpenSQLite(t.Context(), dir, store.Options{Sealer: mustSealer(t, mustGenerate(t)), Now: newClock().Now})
@@ -108,6 +109,7 @@ func TestReopenAppliesMigrationsOnce(t *testing.T) {
 
 func TestOpenPragmas(t *testing.T) {
 	t.Parallel()
+	sqliteOnly(t)
 	e := newEnv(t)
 	en := e.enroll("LT-0042", "")
 	e.escrowPassword(en, osVolume, xts128)
@@ -163,10 +165,10 @@ func TestOpenWrongMasterKey(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	db, err := store.OpenSQLite(e.ctx, e.dir, store.Options{Sealer: mustSealer(t, mustGenerate(t)), Now: e.clock.Now})
+	db, err := e.openWith(mustGenerate(t))
 	if err == nil {
 		db.Close()
-		t.Fatal("OpenSQLite with another master key succeeded")
+		t.Fatal("opening with another master key succeeded")
 	}
 	if !errors.Is(err, seal.ErrWrongMasterKey) {
 		t.Fatalf("err = %v, want one matching seal.ErrWrongMasterKey", err)

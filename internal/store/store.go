@@ -186,7 +186,8 @@ func (db *DB) migrate(ctx context.Context, dialect string) error {
 	if err != nil {
 		return fmt.Errorf("read migrations: %w", err)
 	}
-	return db.write(ctx, func(tx *sql.Tx) error {
+	// Not db.write: on PostgreSQL that locks the audit-chain head, which the first migration creates.
+	return runTx(ctx, db.rw, nil, func(tx *sql.Tx) error {
 		if dialect == "postgres" {
 			// Servers starting together must not both migrate; SQLite's IMMEDIATE does this there.
 			if _, err := tx.ExecContext(ctx, `SELECT pg_advisory_xact_lock(7213190851)`); err != nil {
