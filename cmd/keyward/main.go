@@ -27,9 +27,10 @@ Usage:
   keyward enroll-tokens create [--uses N] [--expires DURATION]
   keyward audit verify
   keyward audit export [--format json|ndjson|csv]
+  keyward migrate-store --from DATA_DIR_OR_URL --to URL_OR_DATA_DIR
 
-Every command takes --data-dir (default ./keyward-data); every flag can also be given as an
-environment variable: --data-dir as KEYWARD_DATA_DIR, --listen as KEYWARD_LISTEN, and so on.
+Every command takes --data-dir (default ./keyward-data) or --database-url postgres://...;
+every flag can also be given as an environment variable: --data-dir as KEYWARD_DATA_DIR, --listen as KEYWARD_LISTEN, and so on.
 `
 
 // Run runs one command and returns the process exit code.
@@ -83,6 +84,8 @@ func dispatch(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 		return auditVerify(ctx, rest[1:], env)
 	case cmd == "audit" && sub == "export":
 		return auditExport(ctx, rest[1:], env)
+	case cmd == "migrate-store":
+		return migrateStore(ctx, rest, env)
 	case cmd == "help" || cmd == "-h" || cmd == "--help":
 		fmt.Fprint(stdout, usage)
 		return nil

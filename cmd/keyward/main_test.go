@@ -83,7 +83,7 @@ func cli(t *testing.T, dir, stdin string, args ...string) (int, string, string) 
 	return code, out.String(), errOut.String()
 }
 
-func call(t *testing.T, method, url, token, body string) (int, []byte) {
+func call(t testing.TB, method, url, token, body string) (int, []byte) {
 	t.Helper()
 	req, err := http.NewRequest(method, url, strings.NewReader(body))
 	if err != nil {
@@ -101,7 +101,7 @@ func call(t *testing.T, method, url, token, body string) (int, []byte) {
 	return res.StatusCode, b
 }
 
-func mustCall(t *testing.T, want int, method, url, token, body string) []byte {
+func mustCall(t testing.TB, want int, method, url, token, body string) []byte {
 	t.Helper()
 	status, b := call(t, method, url, token, body)
 	if status != want {
@@ -351,7 +351,7 @@ func TestFlagsAndEnvironment(t *testing.T) {
 	}
 }
 
-func waitHealthy(t *testing.T, url string) {
+func waitHealthy(t testing.TB, url string) {
 	t.Helper()
 	deadline := time.Now().Add(20 * time.Second)
 	for time.Now().Before(deadline) {

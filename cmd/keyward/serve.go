@@ -27,6 +27,7 @@ type Server struct {
 	TLSCert       string
 	TLSKey        string
 	LogLevel      string
+	JobsInterval  time.Duration
 
 	Log *slog.Logger
 	Now func() time.Time
@@ -38,7 +39,7 @@ type Server struct {
 
 // NewServer returns a server with the defaults of `keyward serve`.
 func NewServer() *Server {
-	return &Server{DataDir: "./keyward-data", Listen: "127.0.0.1:8080", LogLevel: "info"}
+	return &Server{DataDir: "./keyward-data", Listen: "127.0.0.1:8080", LogLevel: "info", JobsInterval: 30 * time.Second}
 }
 
 // ParseFlags reads the serve command's flags and environment.
@@ -51,8 +52,12 @@ func (s *Server) ParseFlags(args []string, getenv func(string) string) error {
 	fs.StringVar(&s.TLSCert, "tls-cert", s.TLSCert, "TLS certificate file (PEM); plain HTTP without it")
 	fs.StringVar(&s.TLSKey, "tls-key", s.TLSKey, "TLS private key file (PEM)")
 	fs.StringVar(&s.LogLevel, "log-level", s.LogLevel, "debug, info, warn or error")
+	fs.DurationVar(&s.JobsInterval, "jobs-interval", s.JobsInterval, "how often background jobs (purge, rotation timeouts, maximum key age) run; at most 1m")
 	if err := parse(fs, args, getenv); err != nil {
 		return err
+	}
+	if s.JobsInterval <= 0 || s.JobsInterval > time.Minute {
+		return exitError{2, "serve: --jobs-interval must be more than 0 and at most 1m"}
 	}
 	if (s.TLSCert == "") != (s.TLSKey == "") {
 		return exitError{2, "serve: give both --tls-cert and --tls-key, or neither"}
@@ -125,7 +130,7 @@ func (s *Server) Serve(ctx context.Context) error {
 	s.Log.Info("keyward serving", slog.String("addr", s.URL()), slog.String("database", s.db.Dialect()))
 	jobsCtx, stopJobs := context.WithCancel(ctx)
 	defer stopJobs()
-	go s.db.RunJobsEvery(jobsCtx, 30*time.Second, func(res store.JobResult, err error) {
+	go s.db.RunJobsEvery(jobsCtx, s.JobsInterval, func(res store.JobResult, err error) {
 		if err != nil {
 			s.Log.Error("background jobs failed", slog.String("error", err.Error()))
 			return
