@@ -365,7 +365,9 @@ func TestMigrateStoreToPostgres(t *testing.T) {
 	}
 
 	p := serveProcess(t, "--database-url", dbURL, "--master-key-file", filepath.Join(dir, "master.key"), "--data-dir", t.TempDir())
-	var v struct{ Keys []struct{ KeyID, RecoveryPassword string } }
+	var v struct {
+		Keys []struct{ KeyID, RecoveryPassword string }
+	}
 	json.Unmarshal(mustCall(t, 200, "GET", p.url+"/api/devices/security/bitlocker/keys/"+deviceID+"?reason=after+move", admin, ""), &v)
 	got := map[string]string{}
 	for _, k := range v.Keys {
