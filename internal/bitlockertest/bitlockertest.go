@@ -19,25 +19,44 @@ type Sample struct {
 }
 
 // Dir returns the directory holding the samples, failing the test if it is missing: the
-// samples are part of every checkout's surroundings, in CI too.
+// samples are part of every checkout's surroundings, in CI too. It is KEYWARD_TESTDATA_DIR when
+// set, else shared/testdata/bitlocker beside the repository (../shared from its root), else
+// beside a parent of it (a clone in a temporary directory of a machine whose workspace keeps
+// the samples at /work/shared).
 func Dir(t testing.TB) string {
 	t.Helper()
+	if d := os.Getenv("KEYWARD_TESTDATA_DIR"); d != "" {
+		return mustHaveReadme(t, d)
+	}
 	wd, err := os.Getwd()
 	if err != nil {
 		t.Fatal(err)
 	}
+	var tried []string
 	for dir := wd; ; dir = filepath.Dir(dir) {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			d := filepath.Join(dir, "..", "shared", "testdata", "bitlocker")
-			if _, err := os.Stat(filepath.Join(d, "README.md")); err != nil {
-				t.Fatalf("BitLocker samples not found at %s: %v", d, err)
-			}
+		d := filepath.Join(dir, "..", "shared", "testdata", "bitlocker")
+		if _, err := os.Stat(filepath.Join(d, "README.md")); err == nil {
 			return d
 		}
+		tried = append(tried, d)
 		if filepath.Dir(dir) == dir {
-			t.Fatalf("no go.mod above %s", wd)
+			break
 		}
 	}
+	const workspace = "/work/shared/testdata/bitlocker"
+	if _, err := os.Stat(filepath.Join(workspace, "README.md")); err == nil {
+		return workspace
+	}
+	t.Fatalf("BitLocker samples not found (set KEYWARD_TESTDATA_DIR); looked in %v and %s", tried, workspace)
+	return ""
+}
+
+func mustHaveReadme(t testing.TB, d string) string {
+	t.Helper()
+	if _, err := os.Stat(filepath.Join(d, "README.md")); err != nil {
+		t.Fatalf("KEYWARD_TESTDATA_DIR=%s holds no README.md: %v", d, err)
+	}
+	return d
 }
 
 var row = regexp.MustCompile(`^\| (bitlk-[^ |]+) \| (\d{6}(?:-\d{6}){7}) \| ([0-9a-f-]{36}) \|`)

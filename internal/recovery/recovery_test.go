@@ -8,6 +8,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"os"
+	"path/filepath"
 	"regexp"
 	"slices"
 	"strconv"
@@ -15,12 +16,13 @@ import (
 	"testing"
 	"testing/iotest"
 
+	"github.com/keyward/keyward/internal/bitlockertest"
 	"github.com/keyward/keyward/internal/recovery"
 )
 
 const (
-	readmePath         = "../../../shared/testdata/bitlocker/README.md"
-	windowsOutputsPath = "../../../shared/testdata/bitlocker/windows-outputs.md"
+	readmePath         = "README.md"
+	windowsOutputsPath = "windows-outputs.md"
 	recoveryKeyMessage = "recovery key must be 64 hex digits or base64 of 32 bytes"
 )
 
@@ -30,7 +32,7 @@ var passwordPattern = regexp.MustCompile(`\b\d{6}(-\d{6}){7}\b`)
 // when the file is missing: the real-world vectors are the point of these tests.
 func extractPasswords(tb testing.TB, path string) []string {
 	tb.Helper()
-	data, err := os.ReadFile(path)
+	data, err := os.ReadFile(filepath.Join(bitlockertest.Dir(tb), path))
 	if err != nil {
 		tb.Fatalf("test data is required: %v", err)
 	}

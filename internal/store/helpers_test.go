@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/keyward/keyward/internal/bitlockertest"
 	"github.com/keyward/keyward/internal/escrow"
 	"github.com/keyward/keyward/internal/seal"
 	"github.com/keyward/keyward/internal/store"
@@ -72,12 +73,7 @@ var readmeRow = regexp.MustCompile(`^\| (bitlk-[^ |]+) \| (\d{6}(?:-\d{6}){7}) \
 // readmeSamples returns every distinct protector listed in the samples' README.
 func readmeSamples(t *testing.T) []sample {
 	t.Helper()
-	wd, err := os.Getwd()
-	if err != nil {
-		t.Fatal(err)
-	}
-	// The package directory is <module>/internal/store; the samples live beside the module.
-	b, err := os.ReadFile(filepath.Join(wd, "..", "..", "..", "shared", "testdata", "bitlocker", "README.md"))
+	b, err := os.ReadFile(filepath.Join(bitlockertest.Dir(t), "README.md"))
 	if err != nil {
 		t.Fatalf("BitLocker samples: %v", err)
 	}
