@@ -6,6 +6,7 @@ package api
 
 import (
 	"context"
+	_ "embed"
 	"log/slog"
 	"net/http"
 	"time"
@@ -49,34 +50,64 @@ func New(store Store, log *slog.Logger) *Server {
 	return &Server{store: store, log: log}
 }
 
-// Handler returns the API's routes. Every route names its method, and literal paths win over
-// wildcards (GET .../keys/audit is the audit log, not a device called "audit").
+// route is one endpoint: its ServeMux pattern and its handler.
+type route struct {
+	pattern string
+	handler http.Handler
+}
+
+// routes is the API's route table. Every route names its method, and literal paths win over
+// wildcards (GET .../keys/audit is the audit log, not a device called "audit"). The OpenAPI
+// document lists exactly these (a test holds them together).
+func (s *Server) routes() []route {
+	return []route{
+		{"GET /healthz", s.public(s.healthz)},
+		{"GET /readyz", s.public(s.readyz)},
+		{"GET /api/openapi.json", s.public(s.openAPI)},
+
+		{"GET /api/devices/security/bitlocker/keys", s.person(s.keysList)},
+		{"GET /api/devices/security/bitlocker/keys/audit", s.person(s.keysAudit)},
+		{"GET /api/devices/security/bitlocker/keys/{deviceId}", s.person(s.keysView)},
+		{"POST /api/devices/security/bitlocker/keys/{deviceId}/rotate", s.person(s.keysRotate)},
+		{"GET /api/devices", s.person(s.devicesList)},
+		{"GET /api/devices/{deviceId}", s.person(s.devicesGet)},
+		{"POST /api/enrollment-tokens", s.person(s.enrollmentTokensCreate)},
+		{"GET /api/settings", s.person(s.settingsGet)},
+		{"PUT /api/settings", s.person(s.settingsPut)},
+		{"GET /api/reports/escrow", s.person(s.reportsEscrow)},
+
+		{"POST /api/agent/enroll", s.public(s.agentEnroll)},
+		{"PUT /api/agent/keys/{keyId}", s.device(s.agentEscrow)},
+		{"POST /api/agent/report", s.device(s.agentReport)},
+		{"GET /api/agent/commands", s.device(s.agentCommands)},
+		{"POST /api/agent/commands/{id}/result", s.device(s.agentCommandResult)},
+	}
+}
+
+// Handler returns the API's handler.
 func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
-	mux.Handle("GET /healthz", s.public(s.healthz))
-	mux.Handle("GET /readyz", s.public(s.readyz))
-
-	mux.Handle("GET /api/devices/security/bitlocker/keys", s.person(s.keysList))
-	mux.Handle("GET /api/devices/security/bitlocker/keys/audit", s.person(s.keysAudit))
-	mux.Handle("GET /api/devices/security/bitlocker/keys/{deviceId}", s.person(s.keysView))
-	mux.Handle("POST /api/devices/security/bitlocker/keys/{deviceId}/rotate", s.person(s.keysRotate))
-	mux.Handle("GET /api/devices", s.person(s.devicesList))
-	mux.Handle("GET /api/devices/{deviceId}", s.person(s.devicesGet))
-	mux.Handle("POST /api/enrollment-tokens", s.person(s.enrollmentTokensCreate))
-	mux.Handle("GET /api/settings", s.person(s.settingsGet))
-	mux.Handle("PUT /api/settings", s.person(s.settingsPut))
-	mux.Handle("GET /api/reports/escrow", s.person(s.reportsEscrow))
-
-	mux.Handle("POST /api/agent/enroll", s.public(s.agentEnroll))
-	mux.Handle("PUT /api/agent/keys/{keyId}", s.device(s.agentEscrow))
-	mux.Handle("POST /api/agent/report", s.device(s.agentReport))
-	mux.Handle("GET /api/agent/commands", s.device(s.agentCommands))
-	mux.Handle("POST /api/agent/commands/{id}/result", s.device(s.agentCommandResult))
-
+	for _, r := range s.routes() {
+		mux.Handle(r.pattern, r.handler)
+	}
 	mux.Handle("/api/", s.public(func(w http.ResponseWriter, r *http.Request) error {
 		return escrow.Errorf(escrow.CodeNotFound, "no such endpoint: %s %s", r.Method, r.URL.Path)
 	}))
 	return securityHeaders(mux)
+}
+
+//go:embed openapi.json
+var openAPIDocument []byte
+
+// openAPI serves the OpenAPI document: the contract, readable without a token.
+func (s *Server) openAPI(w http.ResponseWriter, r *http.Request) error {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "public, max-age=3600")
+	_, err := w.Write(openAPIDocument)
+	if err != nil {
+		return errAborted
+	}
+	return nil
 }
 
 // securityHeaders sets the headers every API answer carries: nothing here is meant to be
