@@ -18,29 +18,13 @@ import (
 
 	"github.com/keyward/keyward/internal/bitlockertest"
 	"github.com/keyward/keyward/internal/store"
+	"github.com/keyward/keyward/internal/testkit"
 )
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 // running is a keyward server started in-process exactly as `keyward serve` starts it.
 type running struct {
 	*Server
-	logs *syncBuffer
+	logs *testkit.Buffer
 	stop func()
 }
 
@@ -54,7 +38,7 @@ func start(t *testing.T, dir string, extraEnv map[string]string) *running {
 	if err := s.ParseFlags(nil, func(k string) string { return env[k] }); err != nil {
 		t.Fatal(err)
 	}
-	logs := &syncBuffer{}
+	logs := &testkit.Buffer{}
 	if err := s.Open(context.Background(), logs); err != nil {
 		t.Fatal(err)
 	}

@@ -9,7 +9,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -17,43 +16,8 @@ import (
 	"github.com/keyward/keyward/internal/escrow"
 	"github.com/keyward/keyward/internal/seal"
 	"github.com/keyward/keyward/internal/store"
+	"github.com/keyward/keyward/internal/testkit"
 )
-
-// clock is the injected time: tests move it instead of sleeping.
-type clock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *clock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.now = c.now.Add(d)
-}
-
-// syncBuffer collects logs written from several goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 // env is a real API server on a real SQLite file.
 type env struct {
@@ -61,8 +25,8 @@ type env struct {
 	dir    string
 	db     *store.DB
 	srv    *httptest.Server
-	clock  *clock
-	logs   *syncBuffer
+	clock  *testkit.Clock
+	logs   *testkit.Buffer
 	master []byte
 	admin  string // an admin's API token
 }
@@ -77,7 +41,7 @@ func newEnv(t testing.TB) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e := &env{t: t, dir: t.TempDir(), clock: &clock{now: time.Date(2026, 11, 25, 9, 0, 0, 0, time.UTC)}, logs: &syncBuffer{}, master: master}
+	e := &env{t: t, dir: t.TempDir(), clock: testkit.NewClock(time.Date(2026, 11, 25, 9, 0, 0, 0, time.UTC)), logs: &testkit.Buffer{}, master: master}
 	e.db, err = store.OpenSQLite(context.Background(), e.dir, store.Options{Sealer: sealer, Now: e.clock.Now})
 	if err != nil {
 		t.Fatal(err)

@@ -11,7 +11,6 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -19,28 +18,10 @@ import (
 	"github.com/keyward/keyward/internal/escrow"
 	"github.com/keyward/keyward/internal/seal"
 	"github.com/keyward/keyward/internal/store"
+	"github.com/keyward/keyward/internal/testkit"
 )
 
-// clock is the injected time: tests move it through grace periods and retention instead of
-// sleeping.
-type clock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func newClock() *clock { return &clock{now: time.Date(2026, 11, 25, 9, 0, 0, 0, time.UTC)} }
-
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *clock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.now = c.now.Add(d)
-}
+func newClock() *testkit.Clock { return testkit.NewClock(time.Date(2026, 11, 25, 9, 0, 0, 0, time.UTC)) }
 
 // sample is one recovery-password protector: its key ID and canonical password.
 type sample struct {
@@ -134,7 +115,7 @@ type env struct {
 	dir    string
 	url    string // PostgreSQL only: the URL of this test's schema
 	master []byte
-	clock  *clock
+	clock  *testkit.Clock
 	db     *store.DB
 }
 
