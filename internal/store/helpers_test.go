@@ -21,7 +21,9 @@ import (
 	"github.com/keyward/keyward/internal/testkit"
 )
 
-func newClock() *testkit.Clock { return testkit.NewClock(time.Date(2026, 11, 25, 9, 0, 0, 0, time.UTC)) }
+func newClock() *testkit.Clock {
+	return testkit.NewClock(time.Date(2026, 11, 25, 9, 0, 0, 0, time.UTC))
+}
 
 // sample is one recovery-password protector: its key ID and canonical password.
 type sample struct {
