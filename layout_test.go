@@ -167,11 +167,15 @@ func forbidden(path, imp string) string {
 			return "core packages never import an adapter or a command"
 		}
 	case in(path, "internal/api"):
-		if in(imp, "internal/store") {
+		if in(imp, "internal/store") || in(imp, "internal/web") {
 			return "adapters never import each other: the API talks to storage through its own interfaces"
 		}
+	case in(path, "internal/web"):
+		if in(imp, "internal/store") || in(imp, "internal/api") {
+			return "adapters never import each other: the portal talks to storage through its own interface"
+		}
 	case in(path, "internal/store"):
-		if in(imp, "internal/api") {
+		if in(imp, "internal/api") || in(imp, "internal/web") {
 			return "adapters never import each other"
 		}
 	case in(path, "cmd/keyward-agent"), in(path, "internal/agent"):

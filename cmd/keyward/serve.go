@@ -10,11 +10,14 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/keyward/keyward/internal/api"
+	"github.com/keyward/keyward/internal/escrow"
 	"github.com/keyward/keyward/internal/seal"
 	"github.com/keyward/keyward/internal/store"
+	"github.com/keyward/keyward/internal/web"
 )
 
 // Server is a running keyward server: storage, sealing and the HTTP listener. Tests start it
@@ -29,6 +32,17 @@ type Server struct {
 	LogLevel      string
 	JobsInterval  time.Duration
 
+	// The portal: where people reach it, and single sign-on with an OpenID Connect provider.
+	PublicURL        string
+	OIDCIssuer       string
+	OIDCClientID     string
+	OIDCClientSecret string
+	OIDCRedirectURL  string
+	OIDCScopes       string
+	OIDCRoleClaim    string
+	OIDCRoleMap      string
+	OIDCDefaultRole  string
+
 	Log *slog.Logger
 	Now func() time.Time
 
@@ -39,7 +53,8 @@ type Server struct {
 
 // NewServer returns a server with the defaults of `keyward serve`.
 func NewServer() *Server {
-	return &Server{DataDir: "./keyward-data", Listen: "127.0.0.1:8080", LogLevel: "info", JobsInterval: 30 * time.Second}
+	return &Server{DataDir: "./keyward-data", Listen: "127.0.0.1:8080", LogLevel: "info", JobsInterval: 30 * time.Second,
+		OIDCScopes: "openid,email,profile", OIDCRoleClaim: "groups", OIDCDefaultRole: "user"}
 }
 
 // ParseFlags reads the serve command's flags and environment.
@@ -53,6 +68,15 @@ func (s *Server) ParseFlags(args []string, getenv func(string) string) error {
 	fs.StringVar(&s.TLSKey, "tls-key", s.TLSKey, "TLS private key file (PEM)")
 	fs.StringVar(&s.LogLevel, "log-level", s.LogLevel, "debug, info, warn or error")
 	fs.DurationVar(&s.JobsInterval, "jobs-interval", s.JobsInterval, "how often background jobs (purge, rotation timeouts, maximum key age) run; at most 1m")
+	fs.StringVar(&s.PublicURL, "public-url", s.PublicURL, "URL people reach the portal at (https://keyward.example.com); https marks cookies Secure and sends HSTS behind a TLS proxy")
+	fs.StringVar(&s.OIDCIssuer, "oidc-issuer", s.OIDCIssuer, "OpenID Connect issuer URL for single sign-on; local accounts only without it")
+	fs.StringVar(&s.OIDCClientID, "oidc-client-id", s.OIDCClientID, "client ID registered at the OpenID Connect provider")
+	fs.StringVar(&s.OIDCClientSecret, "oidc-client-secret", s.OIDCClientSecret, "client secret (prefer KEYWARD_OIDC_CLIENT_SECRET: arguments are visible to other local users)")
+	fs.StringVar(&s.OIDCRedirectURL, "oidc-redirect-url", s.OIDCRedirectURL, "callback URL registered at the provider (default PUBLIC_URL/signin/sso/callback)")
+	fs.StringVar(&s.OIDCScopes, "oidc-scopes", s.OIDCScopes, "comma-separated scopes to ask for")
+	fs.StringVar(&s.OIDCRoleClaim, "oidc-role-claim", s.OIDCRoleClaim, "ID token claim whose values map to roles")
+	fs.StringVar(&s.OIDCRoleMap, "oidc-role-map", s.OIDCRoleMap, "claim values to roles, like kw-admins=admin,kw-helpdesk=helpdesk,kw-auditors=auditor")
+	fs.StringVar(&s.OIDCDefaultRole, "oidc-default-role", s.OIDCDefaultRole, "role of a person whose claims map to none: user, auditor, helpdesk, admin, or none to refuse them")
 	if err := parse(fs, args, getenv); err != nil {
 		return err
 	}
@@ -74,6 +98,10 @@ func (s *Server) Open(ctx context.Context, logOut io.Writer) error {
 			return exitError{2, "serve: --log-level must be debug, info, warn or error"}
 		}
 		s.Log = slog.New(slog.NewJSONHandler(logOut, &slog.HandlerOptions{Level: level}))
+	}
+	portalConfig, err := s.portalConfig()
+	if err != nil {
+		return err
 	}
 	if err := os.MkdirAll(s.DataDir, 0o700); err != nil {
 		return fmt.Errorf("create data directory: %w", err)
@@ -101,8 +129,14 @@ func (s *Server) Open(ctx context.Context, logOut io.Writer) error {
 		s.db.Close()
 		return fmt.Errorf("listen on %s: %w", s.Listen, err)
 	}
+	portal, err := web.New(s.db, s.Log, portalConfig)
+	if err != nil {
+		s.ln.Close()
+		s.db.Close()
+		return err
+	}
 	s.http = &http.Server{
-		Handler:           logRequests(s.Log, api.New(s.db, s.Log).Handler()),
+		Handler:           logRequests(s.Log, web.Mount(api.New(s.db, s.Log).Handler(), portal.Handler())),
 		ReadHeaderTimeout: 10 * time.Second,
 		ReadTimeout:       30 * time.Second,
 		IdleTimeout:       2 * time.Minute,
@@ -110,6 +144,41 @@ func (s *Server) Open(ctx context.Context, logOut io.Writer) error {
 		ErrorLog:          slog.NewLogLogger(s.Log.Handler(), slog.LevelWarn),
 	}
 	return nil
+}
+
+// portalConfig turns the portal's flags into its configuration. Single sign-on is on when an
+// issuer is given; a person whose claims map to no role gets --oidc-default-role (user by
+// default, so that everyone can use self-service), or is refused with "none".
+func (s *Server) portalConfig() (web.Config, error) {
+	cfg := web.Config{PublicURL: s.PublicURL}
+	if s.OIDCIssuer == "" {
+		if err := cfg.Validate(); err != nil {
+			return cfg, exitError{2, "serve: " + err.Error()}
+		}
+		return cfg, nil
+	}
+	roles, err := web.ParseRoleMap(s.OIDCRoleMap)
+	if err != nil {
+		return cfg, exitError{2, "serve: --oidc-role-map: " + err.Error()}
+	}
+	def := escrow.Role(s.OIDCDefaultRole)
+	if s.OIDCDefaultRole == "none" {
+		def = ""
+	} else if !def.Valid() {
+		return cfg, exitError{2, "serve: --oidc-default-role must be user, auditor, helpdesk, admin or none"}
+	}
+	var scopes []string
+	for sc := range strings.SplitSeq(s.OIDCScopes, ",") {
+		if sc = strings.TrimSpace(sc); sc != "" {
+			scopes = append(scopes, sc)
+		}
+	}
+	cfg.SSO = &web.SSOConfig{Issuer: s.OIDCIssuer, ClientID: s.OIDCClientID, ClientSecret: s.OIDCClientSecret,
+		RedirectURL: s.OIDCRedirectURL, Scopes: scopes, RoleClaim: s.OIDCRoleClaim, RoleMap: roles, DefaultRole: def}
+	if err := cfg.Validate(); err != nil {
+		return cfg, exitError{2, "serve: " + err.Error()}
+	}
+	return cfg, nil
 }
 
 // Addr is the address the server listens on.

@@ -62,6 +62,9 @@ const (
 	ActionTokenCreate       = "token.create"
 	ActionEnrollTokenCreate = "enrollment_token.create"
 	ActionSettingsUpdate    = "settings.update"
+	ActionSignIn            = "auth.signin"
+	ActionSignOut           = "auth.signout"
+	ActionUserRole          = "user.role"
 	ActionDeviceRead        = "device.read"
 )
 

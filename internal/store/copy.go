@@ -8,8 +8,8 @@ import (
 )
 
 // copyTables lists every table that holds an installation's state, parents before children,
-// with its columns. Sessions and rate-limit windows are not state worth moving: people sign in
-// again.
+// with its columns. Sessions, single sign-ons in flight and rate-limit windows are not state
+// worth moving: people sign in again.
 var copyTables = []struct {
 	name    string
 	columns string

@@ -1,0 +1,495 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"strings"
+	"time"
+
+	"github.com/keyward/keyward/internal/escrow"
+)
+
+// This file holds what the web portal needs beyond the escrow services: sessions, single
+// sign-on attempts in flight, rate-limit windows, user and role management, device search and
+// a device's rotation history.
+
+// Sign-in methods, as sessions and audit details name them.
+const (
+	MethodPassword = "password"
+	MethodSSO      = "sso"
+)
+
+// sessionTouchEvery is how stale last_seen_at may get before a request writes it again: the
+// idle timeout is measured in minutes, and a write per page view would be wasted work.
+const sessionTouchEvery = time.Minute
+
+// UserCredentials returns the user with the sign-in name and the argon2id hash of their
+// password ("" for a user who signs in only through single sign-on). Errors: CodeNotFound.
+func (db *DB) UserCredentials(ctx context.Context, email string) (escrow.User, string, error) {
+	var u escrow.User
+	var role, tags, hash string
+	var created int64
+	err := db.ro.QueryRowContext(ctx, `SELECT id, email, role, scope_tags, password_hash, created_at FROM users WHERE email_key = $1`,
+		strings.ToLower(strings.TrimSpace(email))).Scan(&u.ID, &u.Email, &role, &tags, &hash, &created)
+	if errors.Is(err, sql.ErrNoRows) {
+		return u, "", errNoUser
+	}
+	if err != nil {
+		return u, "", unavailable(err)
+	}
+	u.Role, u.CreatedAt = escrow.Role(role), time.UnixMicro(created).UTC()
+	if err := json.Unmarshal([]byte(tags), &u.ScopeTags); err != nil {
+		return u, "", escrow.Wrap(escrow.CodeInternal, err, "stored user is damaged")
+	}
+	return u, hash, nil
+}
+
+var errNoUser = escrow.Errorf(escrow.CodeNotFound, "user: no such user")
+
+// StartSession stores a new session for the user, keyed by the SHA-256 of its token, that
+// ends maxAge from now at the latest, and records the successful sign-in in the same
+// transaction: no session exists that the audit trail does not know of. Expired sessions and
+// abandoned single sign-ons are swept out on the way.
+func (db *DB) StartSession(ctx context.Context, o escrow.Origin, userID string, tokenHash []byte, method string, maxAge time.Duration) error {
+	if len(tokenHash) != 32 {
+		return escrow.Errorf(escrow.CodeInternal, "session token hash must be 32 bytes")
+	}
+	now := db.Now()
+	return db.write(ctx, func(tx *sql.Tx) error {
+		if _, err := tx.ExecContext(ctx, `DELETE FROM sessions WHERE expires_at <= $1`, micros(now)); err != nil {
+			return err
+		}
+		if _, err := tx.ExecContext(ctx, `DELETE FROM sso_logins WHERE expires_at <= $1`, micros(now)); err != nil {
+			return err
+		}
+		if _, err := tx.ExecContext(ctx, `INSERT INTO sessions (token_hash, user_id, method, created_at, last_seen_at, expires_at)
+			VALUES ($1, $2, $3, $4, $4, $5)`, tokenHash, userID, method, micros(now), micros(now.Add(maxAge))); err != nil {
+			return err
+		}
+		e := o.Event(escrow.ActionSignIn, escrow.OutcomeSuccess)
+		e.Detail = "signed in with " + describeMethod(method)
+		return db.appendEvent(ctx, tx, e)
+	})
+}
+
+func describeMethod(method string) string {
+	if method == MethodSSO {
+		return "single sign-on"
+	}
+	return "a password"
+}
+
+// SignInDenied records a failed sign-in. detail says why in words that are safe to keep
+// forever: never the password that was tried.
+func (db *DB) SignInDenied(ctx context.Context, o escrow.Origin, detail string) error {
+	e := o.Event(escrow.ActionSignIn, escrow.OutcomeDenied)
+	e.Detail = detail
+	return db.Record(ctx, e)
+}
+
+// SessionPrincipal returns who the session with this token hash belongs to, as the users table
+// says now (a role change applies at the next request). A session idle for longer than idle, or
+// past its absolute end, is deleted. Errors: CodeUnauthorized, one message for every reason.
+func (db *DB) SessionPrincipal(ctx context.Context, tokenHash []byte, idle time.Duration) (escrow.Principal, error) {
+	var p escrow.Principal
+	var role, tags string
+	var lastSeen, expires int64
+	err := db.ro.QueryRowContext(ctx, `SELECT u.id, u.email, u.role, u.scope_tags, s.last_seen_at, s.expires_at
+		FROM sessions s JOIN users u ON u.id = s.user_id WHERE s.token_hash = $1`, tokenHash).
+		Scan(&p.Actor.ID, &p.Email, &role, &tags, &lastSeen, &expires)
+	if errors.Is(err, sql.ErrNoRows) {
+		return p, errNoSession
+	}
+	if err != nil {
+		return p, unavailable(err)
+	}
+	now := db.Now()
+	if micros(now) >= expires || now.Sub(time.UnixMicro(lastSeen)) >= idle {
+		if _, err := db.rw.ExecContext(ctx, `DELETE FROM sessions WHERE token_hash = $1`, tokenHash); err != nil {
+			return escrow.Principal{}, unavailable(err)
+		}
+		return escrow.Principal{}, errNoSession
+	}
+	if now.Sub(time.UnixMicro(lastSeen)) >= sessionTouchEvery {
+		// Not db.write: this is bookkeeping, not an audited change, so it need not queue behind
+		// the audit chain's lock on PostgreSQL.
+		if _, err := db.rw.ExecContext(ctx, `UPDATE sessions SET last_seen_at = $2 WHERE token_hash = $1`, tokenHash, micros(now)); err != nil {
+			return escrow.Principal{}, unavailable(err)
+		}
+	}
+	if err := json.Unmarshal([]byte(tags), &p.ScopeTags); err != nil {
+		return escrow.Principal{}, escrow.Wrap(escrow.CodeInternal, err, "stored user is damaged")
+	}
+	p.Role = escrow.Role(role)
+	p.Actor.Type, p.Actor.Name = escrow.ActorUser, p.Email
+	return p, nil
+}
+
+var errNoSession = escrow.Errorf(escrow.CodeUnauthorized, "session: not signed in, or the session has ended")
+
+// EndSession deletes the session and records the sign-out in the same transaction. Ending a
+// session that no longer exists is not an error: the person is signed out either way.
+func (db *DB) EndSession(ctx context.Context, o escrow.Origin, tokenHash []byte) error {
+	return db.write(ctx, func(tx *sql.Tx) error {
+		res, err := tx.ExecContext(ctx, `DELETE FROM sessions WHERE token_hash = $1`, tokenHash)
+		if err != nil {
+			return err
+		}
+		if n, err := res.RowsAffected(); err != nil || n == 0 {
+			return err
+		}
+		return db.appendEvent(ctx, tx, o.Event(escrow.ActionSignOut, escrow.OutcomeSuccess))
+	})
+}
+
+// SSOUser returns the user a single sign-on vouched for, creating them on their first sign-in
+// and otherwise setting their role to the one the identity provider's claims map to: with
+// single sign-on the provider's groups are the source of truth, so removing someone from a
+// group takes their role away at their next sign-in. Each change is audited in the same
+// transaction. Errors: CodeInvalid for a bad email or role.
+func (db *DB) SSOUser(ctx context.Context, o escrow.Origin, email string, role escrow.Role) (escrow.User, error) {
+	email = strings.TrimSpace(email)
+	if email == "" || len(email) > 256 || !strings.Contains(email, "@") || strings.ContainsAny(email, " \t\r\n") {
+		return escrow.User{}, escrow.Errorf(escrow.CodeInvalid, "email: the identity provider gave no usable sign-in name")
+	}
+	if !role.Valid() {
+		return escrow.User{}, escrow.Errorf(escrow.CodeInvalid, "role: must be one of admin, helpdesk, auditor, user")
+	}
+	newID, err := db.newID()
+	if err != nil {
+		return escrow.User{}, err
+	}
+	var u escrow.User
+	err = db.write(ctx, func(tx *sql.Tx) error {
+		var err error
+		u, err = findUserByEmail(ctx, tx, email)
+		switch {
+		case errors.Is(err, errNoUser):
+			u = escrow.User{ID: newID, Email: email, Role: role, ScopeTags: []string{}, CreatedAt: db.Now().UTC()}
+			if _, err := tx.ExecContext(ctx, `INSERT INTO users (id, email, email_key, role, scope_tags, password_hash, created_at)
+				VALUES ($1, $2, $3, $4, '[]', '', $5)`, u.ID, u.Email, strings.ToLower(email), string(role), micros(u.CreatedAt)); err != nil {
+				return err
+			}
+			e := o.Event(escrow.ActionUserCreate, escrow.OutcomeSuccess)
+			e.Actor = escrow.Actor{Type: escrow.ActorUser, ID: u.ID, Name: u.Email}
+			e.Detail = "user " + u.Email + " with role " + string(role) + " at first single sign-on"
+			return db.appendEvent(ctx, tx, e)
+		case err != nil:
+			return err
+		case u.Role == role:
+			return nil
+		}
+		if _, err := tx.ExecContext(ctx, `UPDATE users SET role = $2 WHERE id = $1`, u.ID, string(role)); err != nil {
+			return err
+		}
+		e := o.Event(escrow.ActionUserRole, escrow.OutcomeSuccess)
+		e.Actor = escrow.Actor{Type: escrow.ActorUser, ID: u.ID, Name: u.Email}
+		e.Detail = "user " + u.Email + " role " + string(u.Role) + " -> " + string(role) + " from the identity provider's claims"
+		u.Role = role
+		return db.appendEvent(ctx, tx, e)
+	})
+	return u, err
+}
+
+func findUserByEmail(ctx context.Context, q dbtx, email string) (escrow.User, error) {
+	return scanUser(q.QueryRowContext(ctx, `SELECT `+userColumns+` FROM users WHERE email_key = $1`, strings.ToLower(strings.TrimSpace(email))))
+}
+
+const userColumns = `id, email, role, scope_tags, created_at`
+
+func scanUser(s scanner) (escrow.User, error) {
+	var u escrow.User
+	var role, tags string
+	var created int64
+	err := s.Scan(&u.ID, &u.Email, &role, &tags, &created)
+	if errors.Is(err, sql.ErrNoRows) {
+		return u, errNoUser
+	}
+	if err != nil {
+		return u, err
+	}
+	u.Role, u.CreatedAt = escrow.Role(role), time.UnixMicro(created).UTC()
+	if err := json.Unmarshal([]byte(tags), &u.ScopeTags); err != nil {
+		return u, escrow.Wrap(escrow.CodeInternal, err, "stored user is damaged")
+	}
+	return u, nil
+}
+
+// ListUsers returns every user in sign-in name order. Installations have people in the
+// hundreds, not millions, so there is no paging.
+func (db *DB) ListUsers(ctx context.Context) ([]escrow.User, error) {
+	var out []escrow.User
+	err := db.read(ctx, func(tx *sql.Tx) error {
+		rows, err := tx.QueryContext(ctx, `SELECT `+userColumns+` FROM users ORDER BY email_key`)
+		if err != nil {
+			return err
+		}
+		defer rows.Close()
+		for rows.Next() {
+			u, err := scanUser(rows)
+			if err != nil {
+				return err
+			}
+			out = append(out, u)
+		}
+		return rows.Err()
+	})
+	return out, err
+}
+
+// SetUserRole changes a user's role and scope tags, audited in the same transaction. It
+// refuses to take the admin role from the last admin, which would leave nobody able to manage
+// the installation from the portal. Errors: CodeInvalid, CodeNotFound, CodeConflict.
+func (db *DB) SetUserRole(ctx context.Context, o escrow.Origin, userID string, role escrow.Role, scopeTags []string) (escrow.User, error) {
+	if !role.Valid() {
+		return escrow.User{}, escrow.Errorf(escrow.CodeInvalid, "role: must be one of admin, helpdesk, auditor, user")
+	}
+	for _, t := range scopeTags {
+		if err := escrow.CheckText("scopeTags", t, true, 64); err != nil {
+			return escrow.User{}, err
+		}
+	}
+	tags, err := json.Marshal(nonNil(scopeTags))
+	if err != nil {
+		return escrow.User{}, err
+	}
+	var u escrow.User
+	err = db.write(ctx, func(tx *sql.Tx) error {
+		var err error
+		u, err = scanUser(tx.QueryRowContext(ctx, `SELECT `+userColumns+` FROM users WHERE id = $1`, userID))
+		if err != nil {
+			return err
+		}
+		if u.Role == escrow.RoleAdmin && role != escrow.RoleAdmin {
+			var admins int
+			if err := tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM users WHERE role = 'admin'`).Scan(&admins); err != nil {
+				return err
+			}
+			if admins <= 1 {
+				return escrow.Errorf(escrow.CodeConflict, "role: %s is the last admin; make someone else admin first", u.Email)
+			}
+		}
+		if _, err := tx.ExecContext(ctx, `UPDATE users SET role = $2, scope_tags = $3 WHERE id = $1`, u.ID, string(role), string(tags)); err != nil {
+			return err
+		}
+		e := o.Event(escrow.ActionUserRole, escrow.OutcomeSuccess)
+		e.Detail = "user " + u.Email + " role " + string(u.Role) + " -> " + string(role)
+		if len(scopeTags) > 0 {
+			e.Detail += " limited to tags " + strings.Join(scopeTags, ", ")
+		}
+		u.Role, u.ScopeTags = role, nonNil(scopeTags)
+		return db.appendEvent(ctx, tx, e)
+	})
+	return u, err
+}
+
+// SaveSSOLogin remembers a single sign-on that is leaving for the identity provider, keyed by
+// the SHA-256 of its state parameter, for ttl.
+func (db *DB) SaveSSOLogin(ctx context.Context, stateHash []byte, nonce, verifier, returnTo string, ttl time.Duration) error {
+	_, err := db.rw.ExecContext(ctx, `INSERT INTO sso_logins (state_hash, nonce, verifier, return_to, expires_at) VALUES ($1, $2, $3, $4, $5)`,
+		stateHash, nonce, verifier, returnTo, micros(db.Now().Add(ttl)))
+	if err != nil {
+		return unavailable(err)
+	}
+	return nil
+}
+
+// TakeSSOLogin returns and deletes the single sign-on with this state hash: a state is good
+// for one callback only, so a replayed callback finds nothing. Errors: CodeNotFound for an
+// unknown, used or expired state.
+func (db *DB) TakeSSOLogin(ctx context.Context, stateHash []byte) (nonce, verifier, returnTo string, err error) {
+	var expires int64
+	err = runTx(ctx, db.rw, nil, func(tx *sql.Tx) error {
+		err := tx.QueryRowContext(ctx, `SELECT nonce, verifier, return_to, expires_at FROM sso_logins WHERE state_hash = $1`, stateHash).
+			Scan(&nonce, &verifier, &returnTo, &expires)
+		if errors.Is(err, sql.ErrNoRows) {
+			return errNoSSOLogin
+		}
+		if err != nil {
+			return err
+		}
+		res, err := tx.ExecContext(ctx, `DELETE FROM sso_logins WHERE state_hash = $1`, stateHash)
+		if err != nil {
+			return err
+		}
+		// Two servers taking the same state at once on PostgreSQL: only the one whose delete
+		// removed the row may go on.
+		if n, err := res.RowsAffected(); err != nil || n != 1 {
+			return errors.Join(err, errNoSSOLogin)
+		}
+		return nil
+	})
+	if err == nil && micros(db.Now()) >= expires {
+		err = errNoSSOLogin
+	}
+	if err != nil {
+		return "", "", "", err
+	}
+	return nonce, verifier, returnTo, nil
+}
+
+var errNoSSOLogin = escrow.Errorf(escrow.CodeNotFound, "state: this sign-in was not started here, was already used, or took too long")
+
+// HitRateLimit counts one attempt against bucket in the current fixed window and answers how
+// long the caller must wait when the window already holds limit attempts (0: go ahead). The
+// count is in the database, so several servers share it. Windows older than a day are swept
+// out on the way.
+func (db *DB) HitRateLimit(ctx context.Context, bucket string, limit int, window time.Duration) (time.Duration, error) {
+	if window <= 0 || limit <= 0 {
+		return 0, escrow.Errorf(escrow.CodeInternal, "rate limit must have a positive window and limit")
+	}
+	now := db.Now()
+	start := now.Truncate(window)
+	var hits int64
+	err := runTx(ctx, db.rw, nil, func(tx *sql.Tx) error {
+		if _, err := tx.ExecContext(ctx, `DELETE FROM rate_limits WHERE window_start < $1`, micros(now.Add(-window-24*time.Hour))); err != nil {
+			return err
+		}
+		return tx.QueryRowContext(ctx, `INSERT INTO rate_limits (bucket, window_start, hits) VALUES ($1, $2, 1)
+			ON CONFLICT (bucket, window_start) DO UPDATE SET hits = rate_limits.hits + 1
+			RETURNING hits`, bucket, micros(start)).Scan(&hits)
+	})
+	if err != nil {
+		return 0, err
+	}
+	if hits <= int64(limit) {
+		return 0, nil
+	}
+	wait := start.Add(window).Sub(now)
+	if wait < time.Second {
+		wait = time.Second
+	}
+	return wait, nil
+}
+
+// SearchDevices is ListDevices narrowed by what a person typed in the portal's search box: a
+// part of the device name or of the owner's sign-in name (without regard to case), or the
+// start of a key ID (at least escrow.MinKeyIDPrefix characters). A search by key ID is a key
+// lookup, so it is recorded as a key.list event before the answer goes out.
+func (db *DB) SearchDevices(ctx context.Context, o escrow.Origin, f escrow.DeviceFilter, text string) ([]escrow.DeviceDetail, string, error) {
+	text = strings.TrimSpace(text)
+	if text == "" {
+		return db.ListDevices(ctx, f)
+	}
+	if err := escrow.CheckText("q", text, false, 256); err != nil {
+		return nil, "", err
+	}
+	if f.Limit <= 0 || f.Limit > 1000 {
+		f.Limit = defaultLimit
+	}
+	var afterName, afterID string
+	if f.Cursor != "" {
+		parts, err := decodeCursor(f.Cursor, 2)
+		if err != nil {
+			return nil, "", err
+		}
+		afterName, afterID = parts[0], parts[1]
+	}
+	where, args := scopeWhere(f.Scope, "d")
+	arg := func(v any) string { args = append(args, v); return "$" + itoa(len(args)) }
+	pattern := "%" + escapeLike(strings.ToLower(text)) + "%"
+	match := []string{`LOWER(d.name) LIKE ` + arg(pattern) + ` ESCAPE '\'`, `d.owner_key LIKE ` + arg(pattern) + ` ESCAPE '\'`}
+	keyPrefix, err := escrow.ParseKeyIDPrefix(text)
+	byKey := err == nil
+	if byKey {
+		match = append(match, `d.id IN (SELECT k.device_id FROM recovery_keys k WHERE k.key_id >= `+arg(keyPrefix)+` AND k.key_id < `+arg(keyPrefix+"~")+`)`)
+	}
+	where = append(where, "("+strings.Join(match, " OR ")+")")
+	var out []escrow.DeviceDetail
+	var next string
+	err = db.read(ctx, func(tx *sql.Tx) error {
+		for {
+			page, pageArgs := where, args
+			if afterID != "" {
+				pageArgs = append(append([]any{}, args...), afterName, afterID)
+				n1, n2 := "$"+itoa(len(pageArgs)-1), "$"+itoa(len(pageArgs))
+				page = append(append([]string{}, where...), "(d.name > "+n1+" OR (d.name = "+n1+" AND d.id > "+n2+"))")
+			}
+			query := `SELECT ` + prefixColumns("d.", deviceColumns) + ` FROM devices d WHERE ` + strings.Join(page, " AND ") +
+				` ORDER BY d.name, d.id LIMIT ` + itoa(f.Limit+1)
+			devices, err := queryDevices(ctx, tx, query, pageArgs)
+			if err != nil {
+				return err
+			}
+			more := len(devices) > f.Limit
+			if more {
+				devices = devices[:f.Limit]
+			}
+			details, err := db.withStatus(ctx, tx, devices)
+			if err != nil {
+				return err
+			}
+			for i, d := range details {
+				if f.EscrowStatus != "" && d.Status.Status != f.EscrowStatus {
+					continue
+				}
+				out = append(out, d)
+				if len(out) == f.Limit {
+					if i < len(details)-1 || more {
+						next = encodeCursor(d.Name, d.ID)
+					}
+					return nil
+				}
+			}
+			if !more {
+				return nil
+			}
+			last := devices[len(devices)-1]
+			afterName, afterID = last.Name, last.ID
+		}
+	})
+	if err != nil {
+		return nil, "", err
+	}
+	if byKey {
+		e := o.Event(escrow.ActionKeyList, escrow.OutcomeSuccess)
+		e.Detail = "device search by key ID " + keyPrefix + ": " + itoa(len(out)) + " devices"
+		if len(keyPrefix) == 36 {
+			e.KeyID = keyPrefix
+		}
+		if err := db.Record(ctx, e); err != nil {
+			return nil, "", err
+		}
+	}
+	return out, next, nil
+}
+
+// escapeLike makes text match itself in a LIKE pattern with ESCAPE '\'.
+func escapeLike(s string) string {
+	return strings.NewReplacer(`\`, `\\`, `%`, `\%`, `_`, `\_`).Replace(s)
+}
+
+// DeviceRotations returns the device's rotations, newest first, at most limit of them, if the
+// principal's scope allows the device. Errors: CodeNotFound, CodeForbidden.
+func (db *DB) DeviceRotations(ctx context.Context, p escrow.Principal, deviceID string, limit int) ([]escrow.Rotation, error) {
+	if limit <= 0 || limit > 1000 {
+		limit = defaultLimit
+	}
+	var out []escrow.Rotation
+	err := db.read(ctx, func(tx *sql.Tx) error {
+		d, err := findDevice(ctx, tx, deviceID)
+		if err != nil {
+			return err
+		}
+		if !p.Scope().Allows(d) {
+			return escrow.Errorf(escrow.CodeForbidden, "device: outside your scope")
+		}
+		rows, err := tx.QueryContext(ctx, `SELECT `+rotationColumns+` FROM rotations WHERE device_id = $1
+			ORDER BY requested_at DESC, id DESC LIMIT `+itoa(limit), deviceID)
+		if err != nil {
+			return err
+		}
+		defer rows.Close()
+		for rows.Next() {
+			r, err := scanRotation(rows)
+			if err != nil {
+				return err
+			}
+			out = append(out, r)
+		}
+		return rows.Err()
+	})
+	return out, err
+}

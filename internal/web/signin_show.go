@@ -1,0 +1,41 @@
+package web
+
+import (
+	"net/http"
+)
+
+type signinData struct {
+	layout
+	Email string
+	Next  string
+	SSO   bool
+	Error string
+}
+
+// notices are the confirmations a redirect may ask a page to show. Only these fixed texts can
+// appear: a notice is a code in the URL, never text from it.
+var notices = map[string]string{
+	"signed-out":         "You are signed out.",
+	"rotation-requested": "Rotation requested. The device will replace its recovery password the next time it checks in.",
+	"settings-saved":     "Settings saved.",
+	"user-created":       "User added.",
+	"role-changed":       "Role changed.",
+}
+
+func notice(r *http.Request) string { return notices[r.URL.Query().Get("notice")] }
+
+// signinShow serves GET /signin: the sign-in form, and the single sign-on button when it is on.
+// A browser that is already signed in goes on to its home page.
+func (s *Server) signinShow(w http.ResponseWriter, r *http.Request) error {
+	next := localPath(r.URL.Query().Get("next"))
+	if p, _, err := s.session(r); err == nil {
+		if next == "" {
+			next = homeFor(p)
+		}
+		http.Redirect(w, r, next, http.StatusSeeOther)
+		return nil
+	}
+	d := &signinData{Next: next, SSO: s.sso != nil}
+	d.Notice = notice(r)
+	return s.render(w, r, http.StatusOK, viewSignIn, "Sign in", "", d)
+}

@@ -1,0 +1,137 @@
+package web
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/keyward/keyward/internal/escrow"
+	"github.com/keyward/keyward/internal/password"
+)
+
+// maxFormBytes bounds every form body; the largest real form is a few hundred bytes.
+const maxFormBytes = 64 << 10
+
+// signinSubmit serves POST /signin: a local account's email and password. Attempts are limited
+// per account and per client address (in the database, so every server counts together);
+// every success and failure is audited, never with the password.
+func (s *Server) signinSubmit(w http.ResponseWriter, r *http.Request) error {
+	r.Body = http.MaxBytesReader(w, r.Body, maxFormBytes)
+	if err := r.ParseForm(); err != nil {
+		return escrow.Errorf(escrow.CodeInvalid, "The form could not be read.")
+	}
+	email := strings.TrimSpace(r.PostForm.Get("email"))
+	pw := r.PostForm.Get("password")
+	next := localPath(r.PostForm.Get("next"))
+	d := &signinData{Email: email, Next: next, SSO: s.sso != nil}
+	if email == "" || pw == "" || len(email) > 256 {
+		d.Error = "Enter your email address and your password."
+		return s.render(w, r, http.StatusBadRequest, viewSignIn, "Sign in", "", d)
+	}
+	if err := escrow.CheckText("email", email, true, 256); err != nil {
+		d.Email = ""
+		d.Error = "Enter your email address and your password."
+		return s.render(w, r, http.StatusBadRequest, viewSignIn, "Sign in", "", d)
+	}
+	// What was typed goes into the audit trail only if it looks like a sign-in name: people do
+	// type their password into the email field.
+	typed := ""
+	if strings.Contains(email, "@") && !strings.ContainsAny(email, " \t") {
+		typed = email
+	}
+	o := origin(r, escrow.Principal{Actor: escrow.Actor{Type: escrow.ActorUser, Name: typed}})
+	denied := func(o escrow.Origin) error { return s.store.SignInDenied(r.Context(), o, "too many sign-in attempts") }
+	// The account's bucket is named by a hash of the name, for the same reason.
+	account := sha256.Sum256([]byte(strings.ToLower(email)))
+	if err := s.limit(r, o, denied, bucket{"signin:account:" + hex.EncodeToString(account[:16]), s.cfg.SignInLimit},
+		bucket{"signin:address:" + clientIP(r), s.cfg.SignInAddressLimit}); err != nil {
+		return err
+	}
+
+	u, hash, err := s.store.UserCredentials(r.Context(), email)
+	if err != nil && escrow.ErrorCode(err) != escrow.CodeNotFound {
+		return err
+	}
+	ok := false
+	switch {
+	case err != nil || hash == "" || len(pw) > 1024:
+		// Spend the time a real check takes, so the answer does not tell which accounts exist.
+		_ = password.Verify(pw, s.equaliserHash())
+	default:
+		ok = password.Verify(pw, hash) == nil
+	}
+	if !ok {
+		detail := "wrong email or password"
+		if u.ID != "" {
+			o.Actor.ID, o.Actor.Name = u.ID, u.Email
+		}
+		if err := s.store.SignInDenied(r.Context(), o, detail); err != nil {
+			return err
+		}
+		d.Error = "The email address or the password is wrong."
+		return s.render(w, r, http.StatusUnauthorized, viewSignIn, "Sign in", "", d)
+	}
+	p := escrow.Principal{Actor: escrow.Actor{Type: escrow.ActorUser, ID: u.ID, Name: u.Email}, Role: u.Role, Email: u.Email}
+	return s.startSession(w, r, p, "password", next)
+}
+
+// startSession signs the principal in: a new session (never one the browser brought along),
+// its cookie, and the way on.
+func (s *Server) startSession(w http.ResponseWriter, r *http.Request, p escrow.Principal, method, next string) error {
+	tok, hash, err := newToken()
+	if err != nil {
+		return err
+	}
+	o := origin(r, p)
+	if p.Role == escrow.RoleUser {
+		o.Source = escrow.SourceSelfService
+	}
+	if err := s.store.StartSession(r.Context(), o, p.Actor.ID, hash, method, s.cfg.SessionMaxAge); err != nil {
+		return err
+	}
+	s.setCookie(w, r, sessionCookie, tok, "/", 0)
+	if next == "" {
+		next = homeFor(p)
+	}
+	http.Redirect(w, r, next, http.StatusSeeOther)
+	return nil
+}
+
+// equaliserHash is a hash of a password nobody has, computed once.
+func (s *Server) equaliserHash() string {
+	s.timingOnce.Do(func() {
+		tok, _, err := newToken()
+		if err == nil {
+			s.timingHash, _ = password.Hash(tok)
+		}
+	})
+	return s.timingHash
+}
+
+// bucket is one rate-limit counter: a person's or an address's.
+type bucket struct {
+	key   string
+	limit Limit
+}
+
+// limit counts one attempt against each bucket. Over any limit, the attempt is recorded by
+// denied and refused with a wait.
+func (s *Server) limit(r *http.Request, o escrow.Origin, denied func(escrow.Origin) error, buckets ...bucket) error {
+	var wait time.Duration
+	for _, b := range buckets {
+		w, err := s.store.HitRateLimit(r.Context(), b.key, b.limit.Count, b.limit.Window)
+		if err != nil {
+			return err
+		}
+		wait = max(wait, w)
+	}
+	if wait == 0 {
+		return nil
+	}
+	if err := denied(o); err != nil {
+		return err
+	}
+	return &limitedError{wait: wait}
+}

@@ -1,0 +1,102 @@
+package web
+
+import (
+	"crypto/subtle"
+	"net/http"
+	"strings"
+
+	"github.com/keyward/keyward/internal/escrow"
+	"golang.org/x/oauth2"
+)
+
+// ssoCallback serves GET /signin/sso/callback, where the identity provider sends the browser
+// back. The state must match the browser's cookie and a sign-in this installation started
+// (once only); the code is exchanged with the PKCE verifier; the ID token's signature,
+// issuer, audience, expiry and nonce are checked. Only then is the person created or updated
+// with the role their claims map to, and signed in. Every refusal is audited.
+func (s *Server) ssoCallback(w http.ResponseWriter, r *http.Request) error {
+	if s.sso == nil {
+		return escrow.Errorf(escrow.CodeNotFound, "Single sign-on is not set up on this server.")
+	}
+	q := r.URL.Query()
+	o := origin(r, escrow.Principal{})
+	refuse := func(detail, message string) error {
+		if err := s.store.SignInDenied(r.Context(), o, "single sign-on: "+detail); err != nil {
+			return err
+		}
+		return escrow.Errorf(escrow.CodeUnauthorized, "%s", message)
+	}
+	if e := q.Get("error"); e != "" {
+		return refuse("the identity provider answered "+cleanHeader(e, 64), "The identity provider did not sign you in. Please try again.")
+	}
+	state := q.Get("state")
+	c, err := r.Cookie(ssoCookie)
+	if state == "" || err != nil || subtle.ConstantTimeCompare([]byte(c.Value), []byte(state)) != 1 {
+		return refuse("the state did not match this browser's sign-in", "This sign-in was not started in this browser, or has expired. Please start again.")
+	}
+	// Only now: a stray or forged callback must not end a sign-in the browser has in flight.
+	s.clearCookie(w, r, ssoCookie, "/signin/sso")
+	nonce, verifier, next, err := s.store.TakeSSOLogin(r.Context(), tokenHash(state))
+	if escrow.ErrorCode(err) == escrow.CodeNotFound {
+		return refuse("unknown, used or expired state", "This sign-in was not started here, was already used, or took too long. Please start again.")
+	}
+	if err != nil {
+		return err
+	}
+	conf, idv, err := s.sso.provider(r.Context())
+	if err != nil {
+		return err
+	}
+	ctx := s.sso.context(r.Context())
+	tok, err := conf.Exchange(ctx, q.Get("code"), oauth2.VerifierOption(verifier))
+	if err != nil {
+		s.log.Warn("single sign-on code exchange failed", "error", err.Error())
+		return refuse("the code exchange failed", "The identity provider did not confirm the sign-in. Please try again.")
+	}
+	raw, _ := tok.Extra("id_token").(string)
+	if raw == "" {
+		return refuse("no ID token in the answer", "The identity provider did not confirm the sign-in. Please try again.")
+	}
+	idt, err := idv.Verify(ctx, raw)
+	if err != nil {
+		s.log.Warn("single sign-on ID token refused", "error", err.Error())
+		return refuse("the ID token did not verify", "The identity provider's answer could not be verified. Please try again.")
+	}
+	if subtle.ConstantTimeCompare([]byte(idt.Nonce), []byte(nonce)) != 1 {
+		return refuse("the nonce did not match", "The identity provider's answer does not belong to this sign-in. Please start again.")
+	}
+	var claims map[string]any
+	if err := idt.Claims(&claims); err != nil {
+		return refuse("the ID token's claims did not parse", "The identity provider's answer could not be read.")
+	}
+	email := claimString(claims, "email")
+	if email == "" && strings.Contains(claimString(claims, "preferred_username"), "@") {
+		// Entra ID puts the user principal name here and may leave email empty.
+		email = claimString(claims, "preferred_username")
+	}
+	o.Actor = escrow.Actor{Type: escrow.ActorUser, Name: cleanHeader(email, 256)}
+	if v, ok := claims["email_verified"].(bool); ok && !v {
+		return refuse("the email address is not verified", "Your identity provider has not verified your email address, so Keyward cannot tell which devices are yours.")
+	}
+	if email == "" {
+		return refuse("no email claim", "Your identity provider did not say who you are (no email address).")
+	}
+	role := s.sso.cfg.roleFor(claims[s.sso.cfg.RoleClaim])
+	if role == "" {
+		return refuse("no role for the claims", "Your account has no access to Keyward. Ask an administrator to add you to a group that has.")
+	}
+	u, err := s.store.SSOUser(r.Context(), o, email, role)
+	if escrow.ErrorCode(err) == escrow.CodeInvalid {
+		return refuse("unusable email claim", "Your identity provider gave a sign-in name Keyward cannot use.")
+	}
+	if err != nil {
+		return err
+	}
+	p := escrow.Principal{Actor: escrow.Actor{Type: escrow.ActorUser, ID: u.ID, Name: u.Email}, Role: u.Role, Email: u.Email}
+	return s.startSession(w, r, p, "sso", localPath(next))
+}
+
+func claimString(claims map[string]any, name string) string {
+	v, _ := claims[name].(string)
+	return strings.TrimSpace(v)
+}

@@ -1,0 +1,55 @@
+package web
+
+import (
+	"net/http"
+	"time"
+
+	"github.com/coreos/go-oidc/v3/oidc"
+	"github.com/keyward/keyward/internal/escrow"
+	"golang.org/x/oauth2"
+)
+
+// ssoCookie carries the state of a single sign-on in flight, binding the callback to the
+// browser that started it: a callback URL sent to someone else (to sign them in as the sender)
+// finds no matching cookie there.
+const ssoCookie = "keyward_sso"
+
+// ssoTTL is how long a person has at the identity provider before the sign-in must start over.
+const ssoTTL = 10 * time.Minute
+
+// ssoStart serves GET /signin/sso: it starts the authorization code flow with a fresh state,
+// nonce and PKCE verifier, kept in the database so that any server can finish it, and sends
+// the browser to the identity provider.
+func (s *Server) ssoStart(w http.ResponseWriter, r *http.Request) error {
+	if s.sso == nil {
+		return escrow.Errorf(escrow.CodeNotFound, "Single sign-on is not set up on this server.")
+	}
+	o := origin(r, escrow.Principal{})
+	// Each start writes a row, so starts count against the address's sign-in limit.
+	denied := func(o escrow.Origin) error {
+		return s.store.SignInDenied(r.Context(), o, "too many single sign-on attempts")
+	}
+	if err := s.limit(r, o, denied, bucket{"signin:address:" + clientIP(r), s.cfg.SignInAddressLimit}); err != nil {
+		return err
+	}
+	conf, _, err := s.sso.provider(r.Context())
+	if err != nil {
+		return err
+	}
+	state, stateHash, err := newToken()
+	if err != nil {
+		return err
+	}
+	nonce, _, err := newToken()
+	if err != nil {
+		return err
+	}
+	verifier := oauth2.GenerateVerifier()
+	next := localPath(r.URL.Query().Get("next"))
+	if err := s.store.SaveSSOLogin(r.Context(), stateHash, nonce, verifier, next, ssoTTL); err != nil {
+		return err
+	}
+	s.setCookie(w, r, ssoCookie, state, "/signin/sso", int(ssoTTL.Seconds()))
+	http.Redirect(w, r, conf.AuthCodeURL(state, oidc.Nonce(nonce), oauth2.S256ChallengeOption(verifier)), http.StatusSeeOther)
+	return nil
+}
