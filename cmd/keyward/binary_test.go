@@ -4,39 +4,17 @@ import (
 	"net"
 	"os"
 	"os/exec"
-	"path/filepath"
-	"sync"
 	"testing"
+
+	"github.com/keyward/keyward/internal/testkit"
 )
 
-var (
-	buildOnce sync.Once
-	buildDir  string
-	buildErr  error
-	buildOut  []byte
-)
-
-func TestMain(m *testing.M) {
-	code := m.Run()
-	if buildDir != "" {
-		os.RemoveAll(buildDir)
-	}
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { testkit.Main(m) }
 
 // testBinary builds the keyward binary once for the tests that run it as a process.
 func testBinary(t testing.TB) string {
 	t.Helper()
-	buildOnce.Do(func() {
-		buildDir, buildErr = os.MkdirTemp("", "keyward-bin-")
-		if buildErr == nil {
-			buildOut, buildErr = exec.Command("go", "build", "-o", filepath.Join(buildDir, "keyward"), ".").CombinedOutput()
-		}
-	})
-	if buildErr != nil {
-		t.Fatalf("build keyward: %v\n%s", buildErr, buildOut)
-	}
-	return filepath.Join(buildDir, "keyward")
+	return testkit.Binary(t, "github.com/keyward/keyward/cmd/keyward")
 }
 
 // process is a keyward binary running `serve`.

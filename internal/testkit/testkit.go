@@ -1,6 +1,7 @@
 // Package testkit holds what Keyward's tests share beyond the BitLocker samples: a clock the
 // test moves by hand (time is injected everywhere, so grace periods, timeouts and retention pass
-// without sleeping) and a buffer that collects logs from many goroutines. Tests only.
+// without sleeping), a buffer that collects logs from many goroutines, and the binaries of the
+// commands for tests that run them as real processes. Tests only.
 package testkit
 
 import (
