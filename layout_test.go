@@ -117,6 +117,11 @@ func TestLayoutRules(t *testing.T) {
 			m + "cmd/keyward-agent imports " + m + "internal/recovery",
 			m + "internal/agent/bitlocker imports " + m + "internal/agentutil",
 		}},
+		{name: "agent test helper imports server packages", pkgs: []goPackage{
+			pkg("internal/agent/agenttest", "agenttest", m+"internal/bitlockertest", m+"internal/store"),
+		}, want: []string{
+			m + "internal/agent/agenttest imports " + m + "internal/store",
+		}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -177,6 +182,11 @@ func forbidden(path, imp string) string {
 	case in(path, "internal/store"):
 		if in(imp, "internal/api") || in(imp, "internal/web") {
 			return "adapters never import each other"
+		}
+	case in(path, "internal/agent/agenttest"):
+		// The agent's test helper shares the other test helpers, never server code.
+		if in(imp, "internal") && !in(imp, "internal/agent") && !in(imp, "internal/bitlockertest") && !in(imp, "internal/testkit") {
+			return "the agent's tests share only the test helpers with the server's"
 		}
 	case in(path, "cmd/keyward-agent"), in(path, "internal/agent"):
 		if in(imp, "internal") && !in(imp, "internal/agent") {
