@@ -85,6 +85,19 @@ func TestRealImages(t *testing.T) {
 			files = append(files, im.File)
 		}
 	}
+	// Every image beside the README is tested: one left out of the table would go unnoticed.
+	onDisk, err := filepath.Glob(filepath.Join(agenttest.SamplesDir(t), "*.img.xz"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range onDisk {
+		if !slices.Contains(files, filepath.Base(p)) {
+			t.Errorf("image %s is not in the samples README's table", filepath.Base(p))
+		}
+	}
+	if len(files) != len(onDisk) {
+		t.Fatalf("the README lists %d images, the directory holds %d", len(files), len(onDisk))
+	}
 	for i, file := range files {
 		t.Run(file, func(t *testing.T) {
 			t.Parallel()

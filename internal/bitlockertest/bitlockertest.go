@@ -61,29 +61,36 @@ func mustHaveReadme(t testing.TB, d string) string {
 
 var row = regexp.MustCompile(`^\| (bitlk-[^ |]+) \| (\d{6}(?:-\d{6}){7}) \| ([0-9a-f-]{36}) \|`)
 
-// Samples returns every distinct recovery-password protector listed in the samples' README.
-func Samples(t testing.TB) []Sample {
+// Images returns every row of the image table in the samples' README: one per recovery-password
+// protector of each image. Two images may share a protector (the same volume made twice).
+func Images(t testing.TB) []Sample {
 	t.Helper()
 	b, err := os.ReadFile(filepath.Join(Dir(t), "README.md"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	var out []Sample
-	seen := map[string]bool{}
 	for _, line := range strings.Split(string(b), "\n") {
-		m := row.FindStringSubmatch(line)
-		if m == nil {
-			continue
+		if m := row.FindStringSubmatch(line); m != nil {
+			out = append(out, Sample{Image: m[1], Password: m[2], KeyID: strings.ToUpper(m[3])})
 		}
-		s := Sample{Image: m[1], Password: m[2], KeyID: strings.ToUpper(m[3])}
-		if seen[s.KeyID+s.Password] {
-			continue
-		}
-		seen[s.KeyID+s.Password] = true
-		out = append(out, s)
 	}
-	if len(out) < 20 {
-		t.Fatalf("found %d recovery passwords in the samples' README, want at least 20", len(out))
+	if len(out) < 21 {
+		t.Fatalf("found %d image rows in the samples' README, want at least 21", len(out))
+	}
+	return out
+}
+
+// Samples returns every distinct recovery-password protector listed in the samples' README.
+func Samples(t testing.TB) []Sample {
+	t.Helper()
+	var out []Sample
+	seen := map[string]bool{}
+	for _, s := range Images(t) {
+		if !seen[s.KeyID+s.Password] {
+			seen[s.KeyID+s.Password] = true
+			out = append(out, s)
+		}
 	}
 	return out
 }

@@ -112,11 +112,12 @@ type Image struct {
 	GUID     string // the protector GUID as the README lists it (lower case)
 }
 
-// Images returns every recovery-password protector of the README's image table.
+// Images returns every row of the README's image table: each image with each of its
+// recovery-password protectors.
 func Images(t testing.TB) []Image {
 	t.Helper()
 	var out []Image
-	for _, s := range bitlockertest.Samples(t) {
+	for _, s := range bitlockertest.Images(t) {
 		out = append(out, Image{File: s.Image, Password: s.Password, GUID: strings.ToLower(s.KeyID)})
 	}
 	return out
