@@ -41,13 +41,15 @@ type Store interface {
 
 // Server serves the API.
 type Server struct {
-	store Store
-	log   *slog.Logger
+	store        Store
+	log          *slog.Logger
+	authFailures *failureLimiter // invalid tokens per client address (limit.go)
 }
 
 // New returns an API server on the store, logging to log.
 func New(store Store, log *slog.Logger) *Server {
-	return &Server{store: store, log: log}
+	return &Server{store: store, log: log,
+		authFailures: newFailureLimiter(authFailureLimit, authFailureWindow, authFailureAddresses, time.Now)}
 }
 
 // route is one endpoint: its ServeMux pattern and its handler.

@@ -3,10 +3,12 @@ package api
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
 	"strings"
+	"time"
 
 	"github.com/keyward/keyward/internal/escrow"
 )
@@ -154,14 +156,31 @@ func (s *Server) authenticate(r *http.Request, kind escrow.TokenKind) (escrow.Pr
 	}
 	if escrow.ErrorCode(err) == escrow.CodeUnauthorized {
 		o := origin(r, escrow.Principal{Actor: escrow.Actor{Type: escrow.ActorToken, ID: tok.ID}})
+		n, wait := s.authFailures.hit(o.IP)
 		e := o.Event(escrow.ActionAuth, escrow.OutcomeDenied)
 		e.Detail = "invalid token for " + r.Method + " " + r.URL.Path
+		if wait > 0 {
+			if n > authFailureLimit+1 {
+				return p, rateLimited{wait}
+			}
+			e.Detail += fmt.Sprintf("; too many invalid tokens from this address: the next %s are refused and not recorded", wait.Round(time.Second))
+			err = rateLimited{wait}
+		}
 		if rerr := s.store.Record(r.Context(), e); rerr != nil {
 			return p, rerr
 		}
 	}
 	return p, err
 }
+
+// rateLimited refuses a request for a while: 429, with Retry-After.
+type rateLimited struct{ wait time.Duration }
+
+const rateLimitedMessage = "too many invalid tokens from this address; try again later"
+
+func (e rateLimited) Error() string { return rateLimitedMessage }
+
+func (e rateLimited) Unwrap() error { return escrow.Errorf(escrow.CodeRateLimited, rateLimitedMessage) }
 
 // authorize marks the request as checked and answers whether ok. A refusal is recorded as a
 // denied attempt of action.
