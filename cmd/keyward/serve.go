@@ -31,6 +31,8 @@ type Server struct {
 	TLSKey        string
 	LogLevel      string
 	JobsInterval  time.Duration
+	// TrustedProxies are the reverse proxies whose X-Forwarded-For names the client.
+	TrustedProxies string
 
 	// The portal: where people reach it, and single sign-on with an OpenID Connect provider.
 	PublicURL        string
@@ -68,6 +70,7 @@ func (s *Server) ParseFlags(args []string, getenv func(string) string) error {
 	fs.StringVar(&s.TLSKey, "tls-key", s.TLSKey, "TLS private key file (PEM)")
 	fs.StringVar(&s.LogLevel, "log-level", s.LogLevel, "debug, info, warn or error")
 	fs.DurationVar(&s.JobsInterval, "jobs-interval", s.JobsInterval, "how often background jobs (purge, rotation timeouts, maximum key age) run; at most 1m")
+	fs.StringVar(&s.TrustedProxies, "trusted-proxies", s.TrustedProxies, "comma-separated addresses or CIDR prefixes of reverse proxies whose X-Forwarded-For names the client (for the audit trail and rate limits)")
 	fs.StringVar(&s.PublicURL, "public-url", s.PublicURL, "URL people reach the portal at (https://keyward.example.com); https marks cookies Secure and sends HSTS behind a TLS proxy")
 	fs.StringVar(&s.OIDCIssuer, "oidc-issuer", s.OIDCIssuer, "OpenID Connect issuer URL for single sign-on; local accounts only without it")
 	fs.StringVar(&s.OIDCClientID, "oidc-client-id", s.OIDCClientID, "client ID registered at the OpenID Connect provider")
@@ -82,6 +85,9 @@ func (s *Server) ParseFlags(args []string, getenv func(string) string) error {
 	}
 	if s.JobsInterval <= 0 || s.JobsInterval > time.Minute {
 		return exitError{2, "serve: --jobs-interval must be more than 0 and at most 1m"}
+	}
+	if _, err := parseTrustedProxies(s.TrustedProxies); err != nil {
+		return exitError{2, "serve: --trusted-proxies: " + err.Error()}
 	}
 	if (s.TLSCert == "") != (s.TLSKey == "") {
 		return exitError{2, "serve: give both --tls-cert and --tls-key, or neither"}
@@ -124,6 +130,11 @@ func (s *Server) Open(ctx context.Context, logOut io.Writer) error {
 		}
 		return err
 	}
+	proxies, err := parseTrustedProxies(s.TrustedProxies)
+	if err != nil {
+		s.db.Close()
+		return exitError{2, "serve: --trusted-proxies: " + err.Error()}
+	}
 	s.ln, err = net.Listen("tcp", s.Listen)
 	if err != nil {
 		s.db.Close()
@@ -136,7 +147,7 @@ func (s *Server) Open(ctx context.Context, logOut io.Writer) error {
 		return err
 	}
 	s.http = &http.Server{
-		Handler:           logRequests(s.Log, web.Mount(api.New(s.db, s.Log).Handler(), portal.Handler())),
+		Handler:           clientAddress(proxies, logRequests(s.Log, web.Mount(api.New(s.db, s.Log).Handler(), portal.Handler()))),
 		ReadHeaderTimeout: 10 * time.Second,
 		ReadTimeout:       30 * time.Second,
 		IdleTimeout:       2 * time.Minute,
