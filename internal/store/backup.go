@@ -148,7 +148,7 @@ func OpenBackup(ctx context.Context, path string) (*BackupFile, error) {
 	if err != nil {
 		return nil, err
 	}
-	version, err := backupSchema(ctx, pool)
+	version, err := backupSchema(ctx, pool, fi.Size())
 	if err != nil {
 		pool.Close()
 		return nil, fmt.Errorf("backup file %s %w", path, err)
@@ -187,15 +187,27 @@ func OpenBackup(ctx context.Context, path string) (*BackupFile, error) {
 
 // backupSchema checks the file's structure and returns its schema version. Its errors complete
 // the sentence "backup file F ...".
-func backupSchema(ctx context.Context, pool *sql.DB) (int64, error) {
-	// integrity_check reads every page: a truncated file or a damaged page or index fails here,
-	// before anything is copied.
+func backupSchema(ctx context.Context, pool *sql.DB, size int64) (int64, error) {
+	// integrity_check reads every page: a damaged page or index fails here, before anything is
+	// copied.
 	var check string
 	if err := pool.QueryRowContext(ctx, `PRAGMA integrity_check`).Scan(&check); err != nil {
 		return 0, fmt.Errorf("is damaged or not a Keyward backup: %w", err)
 	}
 	if check != "ok" {
 		return 0, fmt.Errorf("is damaged: %s", check)
+	}
+	// SQLite reads missing bytes at the end as zeros, so a file cut short in a page's unused
+	// space passes integrity_check: its header still says how long it must be.
+	var pages, pageSize int64
+	if err := pool.QueryRowContext(ctx, `PRAGMA page_count`).Scan(&pages); err != nil {
+		return 0, fmt.Errorf("is damaged or not a Keyward backup: %w", err)
+	}
+	if err := pool.QueryRowContext(ctx, `PRAGMA page_size`).Scan(&pageSize); err != nil {
+		return 0, fmt.Errorf("is damaged or not a Keyward backup: %w", err)
+	}
+	if size != pages*pageSize {
+		return 0, fmt.Errorf("is damaged: it is %d bytes long, its header says %d (truncated or extended)", size, pages*pageSize)
 	}
 	var version int64
 	if err := pool.QueryRowContext(ctx, `SELECT COALESCE(MAX(version), 0) FROM schema_migrations`).Scan(&version); err != nil || version == 0 {

@@ -186,6 +186,7 @@ func TestDamagedBackupRefused(t *testing.T) {
 	}{
 		{name: "header", damage: func(b []byte) []byte { b[3] ^= 0xff; return b }, want: "damaged or not a Keyward backup"},
 		{name: "truncated", damage: func(b []byte) []byte { return b[:len(b)/2] }, want: "damaged"},
+		{name: "end cut off", damage: func(b []byte) []byte { return b[:len(b)-1000] }, want: "is damaged: it is"},
 		{name: "audit event", damage: flipIn(column(`SELECT hash FROM audit_events WHERE seq = 2`)), want: "audit chain does not verify"},
 		{name: "key material", damage: flipIn(column(`SELECT ciphertext FROM recovery_keys LIMIT 1`)), want: "does not open: the backup is damaged"},
 		{name: "newer schema", edit: `INSERT INTO schema_migrations (version, applied_at) VALUES (9999, 0)`, want: "newer Keyward"},
