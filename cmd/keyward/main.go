@@ -27,7 +27,14 @@ Usage:
   keyward enroll-tokens create [--uses N] [--expires DURATION]
   keyward audit verify
   keyward audit export [--format json|ndjson|csv]
+  keyward backup --out FILE [--master-key-file F]
+  keyward restore --from FILE [--master-key-file F]
   keyward migrate-store --from DATA_DIR_OR_URL --to URL_OR_DATA_DIR
+
+backup writes a consistent snapshot, taken while servers run, to a new SQLite file and verifies
+it; restore copies a verified backup into an empty data directory or database. Both check the
+backup with the master key (default DATA_DIR/master.key), which the backup does not hold:
+key material in it is sealed, and useless without the master key. Keep the two apart.
 
 Every command takes --data-dir (default ./keyward-data) or --database-url postgres://...;
 every flag can also be given as an environment variable: --data-dir as KEYWARD_DATA_DIR, --listen as KEYWARD_LISTEN, and so on.
@@ -84,6 +91,10 @@ func dispatch(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 		return auditVerify(ctx, rest[1:], env)
 	case cmd == "audit" && sub == "export":
 		return auditExport(ctx, rest[1:], env)
+	case cmd == "backup":
+		return backupCmd(ctx, rest, env)
+	case cmd == "restore":
+		return restoreCmd(ctx, rest, env)
 	case cmd == "migrate-store":
 		return migrateStore(ctx, rest, env)
 	case cmd == "help" || cmd == "-h" || cmd == "--help":

@@ -5,6 +5,8 @@ import (
 	"database/sql"
 	"fmt"
 	"strings"
+
+	"github.com/keyward/keyward/internal/escrow"
 )
 
 // copyTables lists every table that holds an installation's state, parents before children,
@@ -37,6 +39,11 @@ type CopyStats map[string]int64
 // on the other side. dst must hold no devices, users or audit events yet. It all happens in one
 // transaction on dst, so a failed copy leaves dst as it was.
 func (db *DB) CopyTo(ctx context.Context, dst *DB) (CopyStats, error) {
+	return db.copyTo(ctx, dst, nil)
+}
+
+// copyTo is CopyTo with a last step, run on dst inside the copy's transaction (nil for none).
+func (db *DB) copyTo(ctx context.Context, dst *DB, last func(tx *sql.Tx) error) (CopyStats, error) {
 	stats := CopyStats{}
 	err := db.read(ctx, func(src *sql.Tx) error {
 		return runTx(ctx, dst.rw, nil, func(tx *sql.Tx) error {
@@ -46,7 +53,7 @@ func (db *DB) CopyTo(ctx context.Context, dst *DB) (CopyStats, error) {
 					return err
 				}
 				if n > 0 {
-					return fmt.Errorf("the destination already holds %s; copy into an empty database", t)
+					return escrow.Errorf(escrow.CodeConflict, "the destination already holds %s; copy into an empty database", t)
 				}
 			}
 			if _, err := tx.ExecContext(ctx, `DELETE FROM seal_check`); err != nil {
@@ -75,6 +82,9 @@ func (db *DB) CopyTo(ctx context.Context, dst *DB) (CopyStats, error) {
 				if _, err := tx.ExecContext(ctx, `SELECT setval(pg_get_serial_sequence('recovery_keys', 'id'), COALESCE((SELECT MAX(id) FROM recovery_keys), 0) + 1, false)`); err != nil {
 					return err
 				}
+			}
+			if last != nil {
+				return last(tx)
 			}
 			return nil
 		})

@@ -8,6 +8,7 @@
 package store
 
 import (
+	"cmp"
 	"context"
 	"database/sql"
 	"embed"
@@ -72,10 +73,15 @@ func OpenSQLite(ctx context.Context, dataDir string, opts Options) (*DB, error) 
 	if err := os.MkdirAll(dataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("create data directory: %w", err)
 	}
-	path := filepath.Join(dataDir, DatabaseFile)
+	return openSQLiteFile(ctx, filepath.Join(dataDir, DatabaseFile), "WAL", opts)
+}
+
+// openSQLiteFile opens the SQLite database file at path with the given journal mode: WAL for
+// a live installation, DELETE for a backup, which must be one self-contained file.
+func openSQLiteFile(ctx context.Context, path, journal string, opts Options) (*DB, error) {
 	q := url.Values{}
 	// Pragmas are per connection, so they go in the DSN that every pooled connection opens with.
-	q.Add("_pragma", "journal_mode(WAL)")
+	q.Add("_pragma", "journal_mode("+journal+")")
 	q.Add("_pragma", "synchronous(FULL)")
 	q.Add("_pragma", "foreign_keys(1)")
 	q.Add("_pragma", "busy_timeout(10000)")
@@ -182,9 +188,9 @@ func (db *DB) Ping(ctx context.Context) error {
 
 func (db *DB) migrate(ctx context.Context, dialect string) error {
 	dir := "migrations/" + dialect
-	entries, err := fs.ReadDir(migrations, dir)
+	list, err := migrationList(dialect)
 	if err != nil {
-		return fmt.Errorf("read migrations: %w", err)
+		return err
 	}
 	// Not db.write: on PostgreSQL that locks the audit-chain head, which the first migration creates.
 	return runTx(ctx, db.rw, nil, func(tx *sql.Tx) error {
@@ -201,16 +207,8 @@ func (db *DB) migrate(ctx context.Context, dialect string) error {
 		if err := tx.QueryRowContext(ctx, `SELECT COALESCE(MAX(version), 0) FROM schema_migrations`).Scan(&current); err != nil {
 			return err
 		}
-		names := make([]string, 0, len(entries))
-		for _, e := range entries {
-			names = append(names, e.Name())
-		}
-		slices.Sort(names)
-		for _, name := range names {
-			version, err := strconv.ParseInt(strings.SplitN(name, "_", 2)[0], 10, 64)
-			if err != nil {
-				return fmt.Errorf("migration %s: name must start with its number", name)
-			}
+		for _, m := range list {
+			version, name := m.version, m.name
 			if version <= current {
 				continue
 			}
@@ -227,6 +225,29 @@ func (db *DB) migrate(ctx context.Context, dialect string) error {
 		}
 		return nil
 	})
+}
+
+type migration struct {
+	version int64
+	name    string
+}
+
+// migrationList returns the dialect's migrations in the order they apply.
+func migrationList(dialect string) ([]migration, error) {
+	entries, err := fs.ReadDir(migrations, "migrations/"+dialect)
+	if err != nil {
+		return nil, fmt.Errorf("read migrations: %w", err)
+	}
+	var list []migration
+	for _, e := range entries {
+		version, err := strconv.ParseInt(strings.SplitN(e.Name(), "_", 2)[0], 10, 64)
+		if err != nil {
+			return nil, fmt.Errorf("migration %s: name must start with its number", e.Name())
+		}
+		list = append(list, migration{version, e.Name()})
+	}
+	slices.SortFunc(list, func(a, b migration) int { return cmp.Compare(a.version, b.version) })
+	return list, nil
 }
 
 // checkSealer stores a sealed check value on first start and opens it on every later start,
