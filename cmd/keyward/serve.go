@@ -15,6 +15,7 @@ import (
 
 	"github.com/keyward/keyward/internal/api"
 	"github.com/keyward/keyward/internal/escrow"
+	"github.com/keyward/keyward/internal/metrics"
 	"github.com/keyward/keyward/internal/seal"
 	"github.com/keyward/keyward/internal/store"
 	"github.com/keyward/keyward/internal/web"
@@ -48,9 +49,10 @@ type Server struct {
 	Log *slog.Logger
 	Now func() time.Time
 
-	db   *store.DB
-	ln   net.Listener
-	http *http.Server
+	db      *store.DB
+	metrics *metrics.Metrics
+	ln      net.Listener
+	http    *http.Server
 }
 
 // NewServer returns a server with the defaults of `keyward serve`.
@@ -146,8 +148,14 @@ func (s *Server) Open(ctx context.Context, logOut io.Writer) error {
 		s.db.Close()
 		return err
 	}
+	// One registry per server, shared by the API (which serves it at GET /metrics) and the
+	// portal, so both count their routes in the same series.
+	s.metrics = metrics.New(s.db, s.Log, metrics.Options{Now: s.Now})
+	apiServer := api.New(s.db, s.Log)
+	apiServer.UseMetrics(s.metrics)
+	portal.UseMetrics(s.metrics)
 	s.http = &http.Server{
-		Handler:           clientAddress(proxies, logRequests(s.Log, web.Mount(api.New(s.db, s.Log).Handler(), portal.Handler()))),
+		Handler:           clientAddress(proxies, logRequests(s.Log, web.Mount(apiServer.Handler(), portal.Handler()))),
 		ReadHeaderTimeout: 10 * time.Second,
 		ReadTimeout:       30 * time.Second,
 		IdleTimeout:       2 * time.Minute,
@@ -211,6 +219,7 @@ func (s *Server) Serve(ctx context.Context) error {
 	jobsCtx, stopJobs := context.WithCancel(ctx)
 	defer stopJobs()
 	go s.db.RunJobsEvery(jobsCtx, s.JobsInterval, func(res store.JobResult, err error) {
+		s.metrics.ObserveJobs(metrics.Jobs{Purged: res.Purged, TimedOut: res.TimedOut, AgeRotations: res.AgeRotations}, err)
 		if err != nil {
 			s.Log.Error("background jobs failed", slog.String("error", err.Error()))
 			return

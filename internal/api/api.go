@@ -39,11 +39,20 @@ type Store interface {
 	EscrowReport(ctx context.Context, scope escrow.Scope) (escrow.EscrowReport, error)
 }
 
+// Metrics is what the API needs from the server's metrics: the handler that writes them, served
+// at GET /metrics to admins and auditors, and a wrapper that counts and times each route's
+// requests under the route's pattern.
+type Metrics interface {
+	Handler() http.Handler
+	Instrument(pattern string, next http.Handler) http.Handler
+}
+
 // Server serves the API.
 type Server struct {
 	store        Store
 	log          *slog.Logger
 	authFailures *failureLimiter // invalid tokens per client address (limit.go)
+	metrics      Metrics         // nil: no instrumentation, and GET /metrics answers 404
 }
 
 // New returns an API server on the store, logging to log.
@@ -51,6 +60,10 @@ func New(store Store, log *slog.Logger) *Server {
 	return &Server{store: store, log: log,
 		authFailures: newFailureLimiter(authFailureLimit, authFailureWindow, authFailureAddresses, time.Now)}
 }
+
+// UseMetrics instruments every route with m and serves m at GET /metrics. Call it before
+// Handler.
+func (s *Server) UseMetrics(m Metrics) { s.metrics = m }
 
 // route is one endpoint: its ServeMux pattern and its handler.
 type route struct {
@@ -66,6 +79,7 @@ func (s *Server) routes() []route {
 		{"GET /healthz", s.public(s.healthz)},
 		{"GET /readyz", s.public(s.readyz)},
 		{"GET /api/openapi.json", s.public(s.openAPI)},
+		{"GET /metrics", s.person(s.metricsGet)},
 
 		{"GET /api/devices/security/bitlocker/keys", s.person(s.keysList)},
 		{"GET /api/devices/security/bitlocker/keys/audit", s.person(s.keysAudit)},
@@ -89,12 +103,16 @@ func (s *Server) routes() []route {
 // Handler returns the API's handler.
 func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
-	for _, r := range s.routes() {
-		mux.Handle(r.pattern, r.handler)
-	}
-	mux.Handle("/api/", s.public(func(w http.ResponseWriter, r *http.Request) error {
+	rs := append(s.routes(), route{"/api/", s.public(func(w http.ResponseWriter, r *http.Request) error {
 		return escrow.Errorf(escrow.CodeNotFound, "no such endpoint: %s %s", r.Method, r.URL.Path)
-	}))
+	})})
+	for _, r := range rs {
+		h := r.handler
+		if s.metrics != nil {
+			h = s.metrics.Instrument(r.pattern, h)
+		}
+		mux.Handle(r.pattern, h)
+	}
 	return securityHeaders(mux)
 }
 

@@ -14,6 +14,7 @@ import (
 
 	"github.com/keyward/keyward/internal/api"
 	"github.com/keyward/keyward/internal/escrow"
+	"github.com/keyward/keyward/internal/metrics"
 	"github.com/keyward/keyward/internal/seal"
 	"github.com/keyward/keyward/internal/store"
 	"github.com/keyward/keyward/internal/testkit"
@@ -47,7 +48,10 @@ func newEnv(t testing.TB) *env {
 		t.Fatal(err)
 	}
 	log := slog.New(slog.NewJSONHandler(e.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	e.srv = httptest.NewServer(api.New(e.db, log).Handler())
+	// Instrumented as serve.go does, so every API test also runs through the metrics.
+	srv := api.New(e.db, log)
+	srv.UseMetrics(metrics.New(e.db, log, metrics.Options{Now: e.clock.Now}))
+	e.srv = httptest.NewServer(srv.Handler())
 	t.Cleanup(func() {
 		e.srv.Close()
 		e.db.Close()

@@ -102,6 +102,11 @@ func (p Principal) CanRotate(d Device) bool {
 // CanReadAudit reports whether the principal may read the audit log.
 func (p Principal) CanReadAudit() bool { return p.Role == RoleAdmin || p.Role == RoleAuditor }
 
+// CanReadMetrics reports whether the principal may scrape the server's metrics: the people who
+// read the audit log. Metrics hold only counts, but a monitoring account given one of these roles
+// must not be able to read keys, so helpdesk (which can) is left out.
+func (p Principal) CanReadMetrics() bool { return p.Role == RoleAdmin || p.Role == RoleAuditor }
+
 // CanReadReports reports whether the principal may read compliance reports.
 func (p Principal) CanReadReports() bool {
 	return p.Role == RoleAdmin || p.Role == RoleAuditor || p.Role == RoleHelpdesk

@@ -107,6 +107,8 @@ func TestPrincipalPermissions(t *testing.T) {
 				{"CanRotate", tt.p.CanRotate(tt.d), tt.rotate},
 				{"CanReadAudit", tt.p.CanReadAudit(), tt.audit},
 				{"CanReadReports", tt.p.CanReadReports(), tt.report},
+				// Metrics are for the same people as the audit log.
+				{"CanReadMetrics", tt.p.CanReadMetrics(), tt.audit},
 				{"CanAdminister", tt.p.CanAdminister(), tt.admin},
 			}
 			for _, c := range checks {

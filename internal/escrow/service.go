@@ -282,6 +282,13 @@ type EscrowReport struct {
 	Problems    []ReportProblem
 }
 
+// Census counts the whole fleet: devices by escrow status and keys by status, every status
+// present (zero when nothing is in it). It carries no names or IDs, only counts.
+type Census struct {
+	Devices map[EscrowStatus]int
+	Keys    map[KeyStatus]int
+}
+
 // ReportProblem is a device an escrow report lists, with why.
 type ReportProblem struct {
 	Device  Device

@@ -22,6 +22,12 @@ func (s EscrowStatus) Valid() bool {
 	return false
 }
 
+// NewStatusCounts returns a count for each escrow status, all zero, so that a report or a
+// metric shows a status that no device is in as 0 rather than leaving it out.
+func NewStatusCounts() map[EscrowStatus]int {
+	return map[EscrowStatus]int{StatusEscrowed: 0, StatusPending: 0, StatusFailed: 0, StatusNotAvailable: 0}
+}
+
 // DefaultGracePeriod is how long a volume with BitLocker on may lack an escrowed recovery
 // password before it counts as missing escrow.
 const DefaultGracePeriod = time.Hour

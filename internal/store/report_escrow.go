@@ -10,9 +10,7 @@ import (
 // EscrowReport counts the devices in scope by escrow status and lists those that are failed,
 // missing escrow, or pending for longer than the grace period. It reads one snapshot.
 func (db *DB) EscrowReport(ctx context.Context, scope escrow.Scope) (escrow.EscrowReport, error) {
-	rep := escrow.EscrowReport{Counts: map[escrow.EscrowStatus]int{
-		escrow.StatusEscrowed: 0, escrow.StatusPending: 0, escrow.StatusFailed: 0, escrow.StatusNotAvailable: 0,
-	}}
+	rep := escrow.EscrowReport{Counts: escrow.NewStatusCounts()}
 	err := db.read(ctx, func(tx *sql.Tx) error {
 		rep.GeneratedAt = db.Now()
 		settings, err := loadSettings(ctx, tx)
@@ -37,6 +35,39 @@ func (db *DB) EscrowReport(ctx context.Context, scope escrow.Scope) (escrow.Escr
 		})
 	})
 	return rep, err
+}
+
+// Census counts every device by escrow status and every key by status, in one snapshot. It
+// walks the devices as the escrow report does (the status rules run in Go), so callers that
+// ask often, like the metrics, must cache it.
+func (db *DB) Census(ctx context.Context) (escrow.Census, error) {
+	c := escrow.Census{Devices: escrow.NewStatusCounts(),
+		Keys: map[escrow.KeyStatus]int{escrow.KeyActive: 0, escrow.KeySuperseded: 0, escrow.KeyPurged: 0}}
+	err := db.read(ctx, func(tx *sql.Tx) error {
+		if err := db.eachDevice(ctx, tx, escrow.Scope{All: true}, func(d escrow.DeviceDetail) {
+			c.Devices[d.Status.Status]++
+		}); err != nil {
+			return err
+		}
+		rows, err := tx.QueryContext(ctx, `SELECT status, COUNT(*) FROM recovery_keys GROUP BY status`)
+		if err != nil {
+			return err
+		}
+		defer rows.Close()
+		for rows.Next() {
+			var st escrow.KeyStatus
+			var n int
+			if err := rows.Scan(&st, &n); err != nil {
+				return err
+			}
+			c.Keys[st] = n
+		}
+		return rows.Err()
+	})
+	if err != nil {
+		return escrow.Census{}, err
+	}
+	return c, nil
 }
 
 // eachDevice calls fn for every device in scope, with its status, in name order, a batch at a

@@ -1,6 +1,7 @@
 package store_test
 
 import (
+	"maps"
 	"slices"
 	"strings"
 	"testing"
@@ -443,5 +444,48 @@ func TestReportInvalidStoresNothing(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestCensusCountsFleet holds the census (what the metrics show) to the escrow report and the
+// key listing: the same devices in the same statuses, and the keys by status.
+func TestCensusCountsFleet(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	empty, err := e.db.Census(e.ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(empty.Devices) != 4 || len(empty.Keys) != 3 {
+		t.Fatalf("census of an empty store leaves statuses out: %+v", empty)
+	}
+	for st, n := range empty.Devices {
+		if n != 0 {
+			t.Errorf("empty store: %d devices %s", n, st)
+		}
+	}
+
+	newListFixture(e)
+	e.enroll("LT-NEW", "") // enrolled, never reported: pending
+	c, err := e.db.Census(e.ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rep, err := e.db.EscrowReport(e.ctx, allScope)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !maps.Equal(c.Devices, rep.Counts) {
+		t.Errorf("census devices %v, escrow report %v", c.Devices, rep.Counts)
+	}
+	want := map[escrow.KeyStatus]int{escrow.KeyActive: 0, escrow.KeySuperseded: 0, escrow.KeyPurged: 0}
+	for _, k := range e.keys(escrow.KeyFilter{}) {
+		want[k.Status]++
+	}
+	if !maps.Equal(c.Keys, want) {
+		t.Errorf("census keys %v, listing %v", c.Keys, want)
+	}
+	if c.Keys[escrow.KeySuperseded] == 0 || c.Devices[escrow.StatusPending] == 0 {
+		t.Errorf("fixture lacks a superseded key or a pending device, so the check above proves little: %+v", c)
 	}
 }

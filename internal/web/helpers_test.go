@@ -22,6 +22,7 @@ import (
 	"github.com/keyward/keyward/internal/api"
 	"github.com/keyward/keyward/internal/bitlockertest"
 	"github.com/keyward/keyward/internal/escrow"
+	"github.com/keyward/keyward/internal/metrics"
 	"github.com/keyward/keyward/internal/password"
 	"github.com/keyward/keyward/internal/seal"
 	"github.com/keyward/keyward/internal/store"
@@ -88,7 +89,11 @@ func newEnv(t testing.TB, configure ...func(cfg *web.Config, serverURL string)) 
 	if err != nil {
 		t.Fatal(err)
 	}
-	handler = logRequests(log, web.Mount(api.New(e.db, log).Handler(), portal.Handler()))
+	m := metrics.New(e.db, log, metrics.Options{Now: e.clock.Now})
+	apiServer := api.New(e.db, log)
+	apiServer.UseMetrics(m)
+	portal.UseMetrics(m)
+	handler = logRequests(log, web.Mount(apiServer.Handler(), portal.Handler()))
 	t.Cleanup(func() {
 		e.srv.Close()
 		e.db.Close()

@@ -55,10 +55,13 @@ func (s *Server) routes() []route {
 // the security headers every answer carries.
 func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
-	for _, r := range s.routes() {
-		mux.Handle(r.pattern, r.handler)
+	for _, r := range append(s.routes(), route{"/", s.public(s.notFound)}) {
+		h := r.handler
+		if s.metrics != nil {
+			h = s.metrics.Instrument(r.pattern, h)
+		}
+		mux.Handle(r.pattern, h)
 	}
-	mux.Handle("/", s.public(s.notFound))
 	// Every POST must come from a page of this origin (Sec-Fetch-Site, else Origin against
 	// Host). Together with SameSite cookies this keeps another site from making a signed-in
 	// browser view keys, rotate them or change settings.

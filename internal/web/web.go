@@ -123,7 +123,18 @@ type Server struct {
 	// exist or has no password, so that the answer takes as long as for a wrong password.
 	timingOnce sync.Once
 	timingHash string
+
+	metrics Metrics // nil: no instrumentation
 }
+
+// Metrics is what the portal needs from the server's metrics: a wrapper that counts and times
+// each route's requests under the route's pattern.
+type Metrics interface {
+	Instrument(pattern string, next http.Handler) http.Handler
+}
+
+// UseMetrics instruments every route with m. Call it before Handler.
+func (s *Server) UseMetrics(m Metrics) { s.metrics = m }
 
 // Validate checks the configuration without starting anything, so that a command can refuse
 // bad flags before it creates a data directory or opens a database.
@@ -169,7 +180,7 @@ func New(store Store, log *slog.Logger, cfg Config) (*Server, error) {
 }
 
 // Mount joins the JSON API and the portal into the server's one handler: the API keeps its
-// paths (/api/, /healthz, /readyz), and every other path is the portal's. The two stay
+// paths (/api/, /healthz, /readyz, /metrics), and every other path is the portal's. The two stay
 // separate handlers with their own headers: the API refuses what browsers send, the portal
 // speaks HTML.
 func Mount(api, portal http.Handler) http.Handler {
@@ -177,6 +188,7 @@ func Mount(api, portal http.Handler) http.Handler {
 	mux.Handle("/api/", api)
 	mux.Handle("/healthz", api)
 	mux.Handle("/readyz", api)
+	mux.Handle("/metrics", api)
 	mux.Handle("/", portal)
 	return mux
 }
