@@ -66,6 +66,8 @@ const (
 	ActionSignOut           = "auth.signout"
 	ActionUserRole          = "user.role"
 	ActionDeviceRead        = "device.read"
+	ActionMasterKeyRotate   = "masterkey.rotate"
+	ActionMasterKeyRetire   = "masterkey.retire"
 )
 
 // Origin is who is acting and from where; every audited operation takes one.

@@ -162,7 +162,7 @@ func newEnv(t *testing.T) *env {
 
 // pgSchema creates a schema of its own for the test in the PostgreSQL database and returns a
 // URL whose connections use it; the schema is dropped when the test ends.
-func pgSchema(t *testing.T) string {
+func pgSchema(t testing.TB) string {
 	t.Helper()
 	base := os.Getenv("KEYWARD_TEST_POSTGRES_URL")
 	if base == "" {
