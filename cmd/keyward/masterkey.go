@@ -105,7 +105,7 @@ func masterKeyRotate(ctx context.Context, args []string, env cliEnv) error {
 	if err := sealer.Reload(); err != nil {
 		return exitError{1, "master-key rotate: " + err.Error()}
 	}
-	return rewrap(ctx, fs.Name(), db, sealer, f, env.stdout)
+	return rewrap(ctx, fs.Name(), db, sealer, f, env.stdout, true)
 }
 
 func masterKeyRewrap(ctx context.Context, args []string, env cliEnv) error {
@@ -115,12 +115,14 @@ func masterKeyRewrap(ctx context.Context, args []string, env cliEnv) error {
 		return err
 	}
 	defer db.Close()
-	return rewrap(ctx, fs.Name(), db, sealer, f, env.stdout)
+	return rewrap(ctx, fs.Name(), db, sealer, f, env.stdout, false)
 }
 
 // rewrap re-wraps everything under the primary, in passes until nothing is left under another
-// key, and says what remains to do.
-func rewrap(ctx context.Context, name string, db *store.DB, sealer *seal.Sealer, f masterKeyFlags, out io.Writer) error {
+// key, and says what remains to do. With justAdded (the primary was added a moment ago) it
+// always makes a second pass: servers sharing the file may have sealed keys under the old
+// primary until they noticed the change, and committed them after the first pass looked.
+func rewrap(ctx context.Context, name string, db *store.DB, sealer *seal.Sealer, f masterKeyFlags, out io.Writer, justAdded bool) error {
 	primary := sealer.PrimaryKeyID()
 	var left int
 	var use store.MasterKeyUse
@@ -139,7 +141,7 @@ func rewrap(ctx context.Context, name string, db *store.DB, sealer *seal.Sealer,
 				left += n
 			}
 		}
-		if left == 0 {
+		if left == 0 && (pass > 1 || !justAdded) {
 			fmt.Fprintf(out, "every sealed value is wrapped by master key ID %d. Once every server has this file, "+
 				"keyward master-key retire removes the old keys. Backups of the database made before now need the old keys: "+
 				"keep a copy of the old key file with them.\n", primary)
