@@ -34,12 +34,21 @@ func addStoreFlags(fs *flag.FlagSet) storeFlags {
 // they manage people and tokens and read the audit trail, never key material. They can run
 // while servers do.
 func openStore(ctx context.Context, fs *flag.FlagSet, sf storeFlags) (*store.DB, error) {
-	if *sf.databaseURL == "" {
-		if _, err := os.Stat(*sf.dataDir); err != nil {
-			return nil, exitError{1, fmt.Sprintf("%s: data directory %s: %v", fs.Name(), *sf.dataDir, errors.Unwrap(err))}
-		}
+	if err := checkDataDir(fs, sf); err != nil {
+		return nil, err
 	}
 	return store.Open(ctx, *sf.databaseURL, *sf.dataDir, store.Options{})
+}
+
+// checkDataDir refuses a data directory that does not exist, rather than creating an empty
+// installation where the operator mistyped the path.
+func checkDataDir(fs *flag.FlagSet, sf storeFlags) error {
+	if *sf.databaseURL == "" {
+		if _, err := os.Stat(*sf.dataDir); err != nil {
+			return exitError{1, fmt.Sprintf("%s: data directory %s: %v", fs.Name(), *sf.dataDir, errors.Unwrap(err))}
+		}
+	}
+	return nil
 }
 
 // cliOrigin is the audit origin of an admin command: the operating-system account that ran it.

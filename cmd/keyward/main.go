@@ -30,6 +30,15 @@ Usage:
   keyward backup --out FILE [--master-key-file F]
   keyward restore --from FILE [--master-key-file F]
   keyward migrate-store --from DATA_DIR_OR_URL --to URL_OR_DATA_DIR
+  keyward master-key rotate [--no-rewrap] [--master-key-file F] [--batch-size N]
+  keyward master-key rewrap [--master-key-file F] [--batch-size N]
+  keyward master-key retire [--master-key-file F]
+  keyward master-key status [--master-key-file F]
+
+Master-key rotation, with the servers running: "rotate" adds a new primary key to the key file
+and re-wraps every data key under it. With several servers, each with its own copy of the file:
+"rotate --no-rewrap" on one, copy the file to every server, then "rewrap". "retire" removes the
+old keys once nothing uses them; backups made before the rotation still need the old file.
 
 backup writes a consistent snapshot, taken while servers run, to a new SQLite file and verifies
 it; restore copies a verified backup into an empty data directory or database. Both check the
@@ -95,6 +104,14 @@ func dispatch(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 		return backupCmd(ctx, rest, env)
 	case cmd == "restore":
 		return restoreCmd(ctx, rest, env)
+	case cmd == "master-key" && sub == "rotate":
+		return masterKeyRotate(ctx, rest[1:], env)
+	case cmd == "master-key" && sub == "rewrap":
+		return masterKeyRewrap(ctx, rest[1:], env)
+	case cmd == "master-key" && sub == "retire":
+		return masterKeyRetire(ctx, rest[1:], env)
+	case cmd == "master-key" && sub == "status":
+		return masterKeyStatus(ctx, rest[1:], env)
 	case cmd == "migrate-store":
 		return migrateStore(ctx, rest, env)
 	case cmd == "help" || cmd == "-h" || cmd == "--help":

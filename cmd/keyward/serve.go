@@ -9,8 +9,10 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/signal"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/keyward/keyward/internal/api"
@@ -50,6 +52,7 @@ type Server struct {
 	Now func() time.Time
 
 	db      *store.DB
+	sealer  *seal.Sealer
 	metrics *metrics.Metrics
 	ln      net.Listener
 	http    *http.Server
@@ -125,10 +128,13 @@ func (s *Server) Open(ctx context.Context, logOut io.Writer) error {
 	if created {
 		s.Log.Warn("created a new master key: back it up; without it no escrowed key can be read", slog.String("file", keyFile))
 	}
+	// The key file is read again when a rotation changes it; say so in the log.
+	sealer.SetLogger(s.Log)
+	s.sealer = sealer
 	s.db, err = store.Open(ctx, s.DatabaseURL, s.DataDir, store.Options{Sealer: sealer, Now: s.Now})
 	if err != nil {
 		if errors.Is(err, seal.ErrWrongMasterKey) {
-			return fmt.Errorf("master key file %s does not match the database: start with the master key this installation was created with", keyFile)
+			return fmt.Errorf("master key file %s does not match the database: start with this installation's master key file (after a master-key rotation, the current copy of it)", keyFile)
 		}
 		return err
 	}
@@ -229,6 +235,22 @@ func (s *Server) Serve(ctx context.Context) error {
 				slog.Int("maxKeyAgeRotations", res.AgeRotations))
 		}
 	})
+	// SIGHUP re-reads the master key file: after copying a rotated file to this server, the
+	// operator need not wait for the server to notice it.
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	go func() {
+		for {
+			select {
+			case <-jobsCtx.Done():
+				return
+			case <-hup:
+				// Reload logs the outcome itself.
+				_ = s.sealer.Reload()
+			}
+		}
+	}()
 	errc := make(chan error, 1)
 	go func() {
 		var err error

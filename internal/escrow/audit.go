@@ -68,6 +68,8 @@ const (
 	ActionDeviceRead        = "device.read"
 	ActionStoreBackup       = "store.backup"
 	ActionStoreRestore      = "store.restore"
+	ActionMasterKeyRotate   = "masterkey.rotate"
+	ActionMasterKeyRetire   = "masterkey.retire"
 )
 
 // Origin is who is acting and from where; every audited operation takes one.

@@ -17,7 +17,6 @@ import (
 	"github.com/tink-crypto/tink-go/v2/insecurecleartextkeyset"
 	"github.com/tink-crypto/tink-go/v2/keyset"
 	tinkpb "github.com/tink-crypto/tink-go/v2/proto/tink_go_proto"
-	"github.com/tink-crypto/tink-go/v2/tink"
 )
 
 // maxKeyFileSize bounds what Load reads. A keyset costs ~150 bytes per key,
@@ -48,20 +47,22 @@ func New(keysetJSON []byte) (*Sealer, error) {
 	if len(bytes.TrimSpace(keysetJSON)) == 0 {
 		return nil, errors.New("master key is empty")
 	}
-	m, err := parseMaster(keysetJSON)
+	r, err := parseMaster(keysetJSON)
 	if err != nil {
 		return nil, fmt.Errorf("master key is damaged or not a Keyward master key: %w", err)
 	}
-	return &Sealer{master: m}, nil
+	s := &Sealer{}
+	s.ring.Store(r)
+	return s, nil
 }
 
 // parseMaster builds its own error reasons instead of passing on those from
 // protojson or Tink: they can quote the offending input, and here the input
 // is the master key.
-func parseMaster(b []byte) (tink.AEAD, error) {
-	h, err := insecurecleartextkeyset.Read(keyset.NewJSONReader(bytes.NewReader(b)))
+func parseMaster(b []byte) (*keyring, error) {
+	h, err := readHandle(b)
 	if err != nil {
-		return nil, diagnose(b)
+		return nil, err
 	}
 	m, err := aead.New(h)
 	if err != nil {
@@ -75,7 +76,17 @@ func parseMaster(b []byte) (tink.AEAD, error) {
 		}
 		return nil, fmt.Errorf("it is not an AEAD keyset (key types: %s)", strings.Join(types, ", "))
 	}
-	return m, nil
+	return newKeyring(h, m), nil
+}
+
+// readHandle parses the bytes of a master key file, with the errors of
+// parseMaster.
+func readHandle(b []byte) (*keyset.Handle, error) {
+	h, err := insecurecleartextkeyset.Read(keyset.NewJSONReader(bytes.NewReader(b)))
+	if err != nil {
+		return nil, diagnose(b)
+	}
+	return h, nil
 }
 
 // diagnose explains why b did not load as a keyset, for an operator who has
@@ -110,13 +121,38 @@ func diagnose(b []byte) error {
 
 // Load reads an existing master key file; it never creates one. A missing
 // file gives an error matching fs.ErrNotExist.
+//
+// The Sealer remembers the path: it re-reads the file when it meets a value
+// wrapped by a key it lacks, when the file is replaced, and on [Sealer.Reload].
 func Load(path string) (*Sealer, error) {
+	b, fi, err := readKeyFile(path)
+	defer clear(b)
+	if err != nil {
+		return nil, err
+	}
+	r, err := parseMaster(b)
+	if err != nil {
+		return nil, damaged(path, err)
+	}
+	s := &Sealer{file: &keyFile{path: path, info: fi}}
+	s.ring.Store(r)
+	return s, nil
+}
+
+func damaged(path string, err error) error {
+	return fmt.Errorf("master key file %s is damaged or not a Keyward master key: %w", path, err)
+}
+
+// readKeyFile returns the content of the master key file at path, after the
+// checks every reader of it makes, and the file's information. The caller
+// clears the bytes.
+func readKeyFile(path string) ([]byte, fs.FileInfo, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		if errors.Is(err, fs.ErrNotExist) {
-			return nil, fmt.Errorf("master key file %s: %w", path, fs.ErrNotExist)
+			return nil, nil, fmt.Errorf("master key file %s: %w", path, fs.ErrNotExist)
 		}
-		return nil, fmt.Errorf("cannot open master key file %s: %w", path, unwrapPathError(err))
+		return nil, nil, fmt.Errorf("cannot open master key file %s: %w", path, unwrapPathError(err))
 	}
 	defer f.Close()
 
@@ -124,34 +160,31 @@ func Load(path string) (*Sealer, error) {
 	// actually read even if the path is swapped underneath us.
 	fi, err := f.Stat()
 	if err != nil {
-		return nil, fmt.Errorf("cannot stat master key file %s: %w", path, unwrapPathError(err))
+		return nil, nil, fmt.Errorf("cannot stat master key file %s: %w", path, unwrapPathError(err))
 	}
 	if !fi.Mode().IsRegular() {
-		return nil, fmt.Errorf("master key file %s is not a regular file", path)
+		return nil, nil, fmt.Errorf("master key file %s is not a regular file", path)
 	}
 	if err := checkPerm(path, fi.Mode().Perm()); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	if fi.Size() > maxKeyFileSize {
-		return nil, fmt.Errorf("master key file %s is too large (%d bytes) to be a Keyward master key", path, fi.Size())
+		return nil, nil, fmt.Errorf("master key file %s is too large (%d bytes) to be a Keyward master key", path, fi.Size())
 	}
 
 	b, err := io.ReadAll(io.LimitReader(f, maxKeyFileSize+1))
-	defer clear(b)
 	if err != nil {
-		return nil, fmt.Errorf("cannot read master key file %s: %w", path, unwrapPathError(err))
+		clear(b)
+		return nil, nil, fmt.Errorf("cannot read master key file %s: %w", path, unwrapPathError(err))
 	}
 	if len(b) > maxKeyFileSize {
-		return nil, fmt.Errorf("master key file %s is too large to be a Keyward master key", path)
+		clear(b)
+		return nil, nil, fmt.Errorf("master key file %s is too large to be a Keyward master key", path)
 	}
 	if len(bytes.TrimSpace(b)) == 0 {
-		return nil, fmt.Errorf("master key file %s is empty", path)
+		return nil, nil, fmt.Errorf("master key file %s is empty", path)
 	}
-	m, err := parseMaster(b)
-	if err != nil {
-		return nil, fmt.Errorf("master key file %s is damaged or not a Keyward master key: %w", path, err)
-	}
-	return &Sealer{master: m}, nil
+	return b, fi, nil
 }
 
 // checkPerm refuses world access but allows group bits, so a key file can be

@@ -22,12 +22,16 @@ package seal
 
 import (
 	"bytes"
+	"crypto/subtle"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"math"
+	"slices"
+	"sync/atomic"
 
 	"github.com/tink-crypto/tink-go/v2/aead"
+	"github.com/tink-crypto/tink-go/v2/insecurecleartextkeyset"
 	"github.com/tink-crypto/tink-go/v2/keyset"
 	"github.com/tink-crypto/tink-go/v2/tink"
 )
@@ -39,9 +43,83 @@ type Sealed struct {
 }
 
 // Sealer seals and opens secrets under one master keyset. It is safe for
-// concurrent use: it holds only Tink primitives, which are.
+// concurrent use: the keyset is swapped atomically when its file is re-read,
+// and Tink primitives are safe for concurrent use themselves.
 type Sealer struct {
-	master tink.AEAD
+	ring atomic.Pointer[keyring]
+	// file is the master key file the keyset came from; nil for a Sealer made
+	// by New, which never re-reads anything.
+	file *keyFile
+}
+
+// keyring is one loaded master keyset: never changed once built.
+type keyring struct {
+	master  tink.AEAD
+	primary uint32
+	ids     []uint32 // every key of the keyset, primary included
+}
+
+func newKeyring(h *keyset.Handle, master tink.AEAD) *keyring {
+	info := h.KeysetInfo()
+	r := &keyring{master: master, primary: info.GetPrimaryKeyId()}
+	for _, k := range info.GetKeyInfo() {
+		r.ids = append(r.ids, k.GetKeyId())
+	}
+	slices.Sort(r.ids)
+	return r
+}
+
+func (r *keyring) has(id uint32) bool {
+	_, found := slices.BinarySearch(r.ids, id)
+	return found
+}
+
+// keys returns the loaded keyset, or nil for a zero Sealer.
+func (s *Sealer) keys() *keyring {
+	if s == nil {
+		return nil
+	}
+	return s.ring.Load()
+}
+
+// PrimaryKeyID is the ID of the master key that wraps every new data key.
+func (s *Sealer) PrimaryKeyID() uint32 {
+	if r := s.keys(); r != nil {
+		return r.primary
+	}
+	return 0
+}
+
+// KeyIDs returns the IDs of every key of the loaded master keyset, in order.
+func (s *Sealer) KeyIDs() []uint32 {
+	if r := s.keys(); r != nil {
+		return slices.Clone(r.ids)
+	}
+	return nil
+}
+
+// tinkPrefix is the first byte of a ciphertext of a Tink key with the TINK
+// output prefix (every key Keyward generates); the 4-byte key ID follows.
+const tinkPrefix = 0x01
+
+// WrappingKeyID returns the ID of the master key that wrapped a data key
+// (the WrappedKey column), read from the ciphertext's prefix without
+// decrypting anything. Re-wrapping uses it to skip values already wrapped by
+// the primary key, and retiring keys uses it to count what each key still
+// wraps.
+func WrappingKeyID(wrapped []byte) (uint32, error) {
+	if len(wrapped) == 0 {
+		return 0, errors.New("wrapped key is empty")
+	}
+	ek, err := keyset.NewBinaryReader(bytes.NewReader(wrapped)).ReadEncrypted()
+	if err != nil {
+		return 0, errors.New("not a wrapped data key")
+	}
+	ct := ek.GetEncryptedKeyset()
+	if len(ct) < 5 || ct[0] != tinkPrefix {
+		return 0, errors.New("wrapped data key has no Tink key ID prefix")
+	}
+	return binary.BigEndian.Uint32(ct[1:5]), nil
 }
 
 // ErrOpen is wrapped by every error from [Sealer.Open] and [Sealer.Rewrap]
@@ -92,7 +170,7 @@ func appendPart(b []byte, p string) []byte {
 // An empty aad is refused: it would bind the value to no row, which is
 // always a caller bug in this design.
 func (s *Sealer) Seal(plaintext, aad []byte) (Sealed, error) {
-	if s == nil || s.master == nil {
+	if s.keys() == nil {
 		return Sealed{}, errNoSealer
 	}
 	if len(aad) == 0 {
@@ -110,7 +188,10 @@ func (s *Sealer) Seal(plaintext, aad []byte) (Sealed, error) {
 	if err != nil {
 		return Sealed{}, fmt.Errorf("seal: encrypting: %w", err)
 	}
-	wrapped, err := s.wrap(dek, aad)
+	// A new primary written to the key file by a rotation is picked up here,
+	// so that new values stop using the old key without a restart.
+	s.refreshIfReplaced()
+	wrapped, err := s.keys().wrap(dek, aad)
 	if err != nil {
 		return Sealed{}, err
 	}
@@ -120,7 +201,7 @@ func (s *Sealer) Seal(plaintext, aad []byte) (Sealed, error) {
 // Open authenticates and decrypts sealed under aad. Every failure caused by
 // the sealed bytes, the aad or the master key wraps [ErrOpen].
 func (s *Sealer) Open(sealed Sealed, aad []byte) ([]byte, error) {
-	if s == nil || s.master == nil {
+	if s.keys() == nil {
 		return nil, errNoSealer
 	}
 	if len(sealed.Ciphertext) == 0 {
@@ -146,38 +227,90 @@ func (s *Sealer) Open(sealed Sealed, aad []byte) ([]byte, error) {
 // Rewrap re-encrypts sealed's data key under the current primary master key,
 // for master-key rotation. Ciphertext is returned unchanged (as a copy) and is
 // not checked: rotation never needs the secret itself in memory.
+//
+// The result is verified before it is returned: it must be wrapped by the
+// primary key and unwrap, under aad, to the very data key it started from. A
+// caller that stores only what Rewrap returns never makes a value unopenable.
 func (s *Sealer) Rewrap(sealed Sealed, aad []byte) (Sealed, error) {
-	if s == nil || s.master == nil {
+	if s.keys() == nil {
 		return Sealed{}, errNoSealer
 	}
 	dek, err := s.unwrap(sealed.WrappedKey, aad)
 	if err != nil {
 		return Sealed{}, err
 	}
-	wrapped, err := s.wrap(dek, aad)
+	r := s.keys()
+	wrapped, err := r.wrap(dek, aad)
 	if err != nil {
+		return Sealed{}, err
+	}
+	if err := r.verifyWrapped(wrapped, dek, aad); err != nil {
 		return Sealed{}, err
 	}
 	return Sealed{Ciphertext: bytes.Clone(sealed.Ciphertext), WrappedKey: wrapped}, nil
 }
 
+// verifyWrapped checks that wrapped is wrapped by r's primary and holds dek.
+func (r *keyring) verifyWrapped(wrapped []byte, dek *keyset.Handle, aad []byte) error {
+	if id, err := WrappingKeyID(wrapped); err != nil || id != r.primary {
+		return errors.New("seal: re-wrapped data key is not wrapped by the primary master key")
+	}
+	back, err := r.unwrap(wrapped, aad)
+	if err != nil {
+		return errors.New("seal: re-wrapped data key does not open")
+	}
+	a, b := cleartext(dek), cleartext(back)
+	defer clear(a)
+	defer clear(b)
+	if len(a) == 0 || subtle.ConstantTimeCompare(a, b) != 1 {
+		return errors.New("seal: re-wrapped data key differs from the original")
+	}
+	return nil
+}
+
+// cleartext serializes a data key for comparison; nil if it cannot.
+func cleartext(h *keyset.Handle) []byte {
+	var buf bytes.Buffer
+	if err := insecurecleartextkeyset.Write(h, keyset.NewBinaryWriter(&buf)); err != nil {
+		return nil
+	}
+	return buf.Bytes()
+}
+
 // wrap uses the binary keyset encoding, which (unlike JSON) also omits the
 // cleartext keyset info, keeping the column small.
-func (s *Sealer) wrap(dek *keyset.Handle, aad []byte) ([]byte, error) {
+func (r *keyring) wrap(dek *keyset.Handle, aad []byte) ([]byte, error) {
 	var buf bytes.Buffer
-	if err := dek.WriteWithAssociatedData(keyset.NewBinaryWriter(&buf), s.master, aad); err != nil {
+	if err := dek.WriteWithAssociatedData(keyset.NewBinaryWriter(&buf), r.master, aad); err != nil {
 		return nil, fmt.Errorf("seal: wrapping data key: %w", err)
 	}
 	return buf.Bytes(), nil
 }
 
+// unwrap opens a wrapped data key. A value wrapped by a key this keyset lacks
+// may come from a rotation whose new key file this process has not read yet:
+// the file is re-read (at most once per reload interval) and the unwrap tried
+// once more.
+func (s *Sealer) unwrap(wrapped, aad []byte) (*keyset.Handle, error) {
+	r := s.keys()
+	dek, err := r.unwrap(wrapped, aad)
+	if err == nil {
+		return dek, nil
+	}
+	id, idErr := WrappingKeyID(wrapped)
+	if idErr != nil || r.has(id) || !s.reloadFor(id) {
+		return nil, err
+	}
+	return s.keys().unwrap(wrapped, aad)
+}
+
 // unwrap never passes Tink's error text on: the caller only needs to know
 // that the value does not open, and the text varies between Tink versions.
-func (s *Sealer) unwrap(wrapped, aad []byte) (*keyset.Handle, error) {
+func (r *keyring) unwrap(wrapped, aad []byte) (*keyset.Handle, error) {
 	if len(wrapped) == 0 {
 		return nil, fmt.Errorf("%w: wrapped key is empty", ErrOpen)
 	}
-	dek, err := keyset.ReadWithAssociatedData(keyset.NewBinaryReader(bytes.NewReader(wrapped)), s.master, aad)
+	dek, err := keyset.ReadWithAssociatedData(keyset.NewBinaryReader(bytes.NewReader(wrapped)), r.master, aad)
 	if err != nil {
 		return nil, fmt.Errorf("%w: wrapped data key does not authenticate", ErrOpen)
 	}
@@ -199,7 +332,7 @@ func (s *Sealer) NewCheck() (Sealed, error) {
 // VerifyCheck returns [ErrWrongMasterKey] if c does not open under this
 // master key or does not hold the expected content.
 func (s *Sealer) VerifyCheck(c Sealed) error {
-	if s == nil || s.master == nil {
+	if s.keys() == nil {
 		return errNoSealer
 	}
 	pt, err := s.Open(c, AAD("check"))

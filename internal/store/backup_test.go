@@ -12,8 +12,6 @@ import (
 	"github.com/keyward/keyward/internal/store"
 )
 
-var cliOrigin = escrow.Origin{Actor: escrow.Actor{Type: escrow.ActorSystem, ID: "cli", Name: "root@host"}, Source: escrow.SourceCLI}
-
 // backedUp is an installation with a device, three escrowed keys and a disclosure, and a backup
 // of it.
 func backedUp(t *testing.T) (*env, string, store.BackupSummary) {

@@ -162,7 +162,7 @@ func newEnv(t *testing.T) *env {
 
 // pgSchema creates a schema of its own for the test in the PostgreSQL database and returns a
 // URL whose connections use it; the schema is dropped when the test ends.
-func pgSchema(t *testing.T) string {
+func pgSchema(t testing.TB) string {
 	t.Helper()
 	base := os.Getenv("KEYWARD_TEST_POSTGRES_URL")
 	if base == "" {
@@ -466,3 +466,6 @@ func wantCode(t *testing.T, err error, want escrow.Code) {
 func containsSecret(b []byte, password string) bool {
 	return strings.Contains(string(b), password) || strings.Contains(string(b), strings.ReplaceAll(password, "-", ""))
 }
+
+// cliOrigin is an admin command run by root, as the keyward CLI records it.
+var cliOrigin = escrow.Origin{Actor: escrow.Actor{Type: escrow.ActorSystem, ID: "cli", Name: "root@host"}, Source: escrow.SourceCLI}

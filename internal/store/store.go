@@ -57,6 +57,10 @@ type DB struct {
 	Now func() time.Time
 	// Rand is the source of randomness for IDs and tokens.
 	Rand io.Reader
+
+	// rewrapHook runs between reading a batch of values to re-wrap and writing them; tests
+	// use it to write behind the re-wrap's back as a server would.
+	rewrapHook func()
 }
 
 // Options configure Open.

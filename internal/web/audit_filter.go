@@ -22,7 +22,7 @@ var auditActions = []string{
 	escrow.ActionKeyPurge, escrow.ActionRotateRequest, escrow.ActionRotateDeliver, escrow.ActionRotateComplete,
 	escrow.ActionRotateFail, escrow.ActionDeviceEnroll, escrow.ActionDeviceReport, escrow.ActionAuth, escrow.ActionSignIn, escrow.ActionSignOut,
 	escrow.ActionUserCreate, escrow.ActionUserRole, escrow.ActionTokenCreate, escrow.ActionEnrollTokenCreate, escrow.ActionSettingsUpdate,
-	escrow.ActionDeviceRead,
+	escrow.ActionDeviceRead, escrow.ActionMasterKeyRotate, escrow.ActionMasterKeyRetire,
 }
 
 var auditSources = []escrow.Source{escrow.SourceAdminPortal, escrow.SourceSelfService, escrow.SourceAPI, escrow.SourceAgent, escrow.SourceCLI, escrow.SourceSystem}
