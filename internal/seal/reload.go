@@ -1,6 +1,7 @@
 package seal
 
 import (
+	"errors"
 	"fmt"
 	"io/fs"
 	"log/slog"
@@ -25,6 +26,9 @@ const reloadInterval = time.Second
 type keyFile struct {
 	path string
 	log  atomic.Pointer[slog.Logger]
+	// accept, when set, must pass on a re-read keyset before it replaces the
+	// one in use (SetReloadCheck).
+	accept atomic.Pointer[func(*Sealer) error]
 	// checked is when Seal last looked at the file (Unix nanoseconds).
 	checked atomic.Int64
 
@@ -38,6 +42,17 @@ type keyFile struct {
 func (s *Sealer) SetLogger(l *slog.Logger) {
 	if s != nil && s.file != nil {
 		s.file.log.Store(l)
+	}
+}
+
+// SetReloadCheck makes a Sealer loaded from a file take a re-read keyset only
+// when check passes on it. The store checks that the new keys open the
+// database's check value, so a key file of another installation copied over
+// the right one is refused, and values go on being sealed under keys this
+// installation can open.
+func (s *Sealer) SetReloadCheck(check func(candidate *Sealer) error) {
+	if s != nil && s.file != nil {
+		s.file.accept.Store(&check)
 	}
 }
 
@@ -108,6 +123,17 @@ func (s *Sealer) refreshIfReplaced() {
 	_ = s.readLocked("the file changed")
 }
 
+// check runs the reload check, if any, on the keyset r.
+func (f *keyFile) check(r *keyring) error {
+	accept := f.accept.Load()
+	if accept == nil {
+		return nil
+	}
+	candidate := &Sealer{}
+	candidate.ring.Store(r)
+	return (*accept)(candidate)
+}
+
 // readLocked reads the key file and, if it holds a valid keyset, makes it the
 // Sealer's. It holds f.mu.
 func (s *Sealer) readLocked(why string) error {
@@ -118,7 +144,15 @@ func (s *Sealer) readLocked(why string) error {
 	defer clear(b)
 	if err == nil {
 		var r *keyring
-		if r, err = parseMaster(b); err == nil {
+		if r, err = parseMaster(b); err != nil {
+			err = damaged(f.path, err)
+		} else if err = f.check(r); err != nil {
+			if errors.Is(err, ErrWrongMasterKey) {
+				// Settled until the file changes again: do not read it every second.
+				f.info = fi
+			}
+			err = fmt.Errorf("master key file %s does not open this installation's data (is it another installation's key file?): %w", f.path, err)
+		} else {
 			old := s.keys()
 			s.ring.Store(r)
 			f.info = fi
@@ -127,7 +161,6 @@ func (s *Sealer) readLocked(why string) error {
 				slog.Bool("primaryChanged", old == nil || old.primary != r.primary))
 			return nil
 		}
-		err = damaged(f.path, err)
 	}
 	// Readers of the error learn only why the file does not load: the
 	// messages of readKeyFile and parseMaster never quote the file.

@@ -318,3 +318,54 @@ func BenchmarkRewrapMasterKey(b *testing.B) {
 	}
 	b.ReportMetric(float64(rows)/spent.Seconds(), "rows/s")
 }
+
+// A running server re-reads its master key file, but only takes keys that open this
+// installation's data: another installation's key file copied over it is refused, and values go
+// on being sealed under keys the database opens. A real rotation is taken.
+func TestReloadRefusesAnotherInstallationsKeyFile(t *testing.T) {
+	e := newEnv(t)
+	path := filepath.Join(t.TempDir(), "master.key")
+	if err := os.WriteFile(path, e.master, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	sealer, err := seal.Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.db.Close()
+	db, err := store.Open(e.ctx, e.url, e.dir, store.Options{Sealer: sealer, Now: e.clock.Now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	primary := sealer.PrimaryKeyID()
+
+	other, err := seal.Generate()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, other, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	err = sealer.Reload()
+	if err == nil || !strings.Contains(err.Error(), "another installation's key file") {
+		t.Fatalf("Reload of another installation's key file: %v, want a refusal saying so", err)
+	}
+	if sealer.PrimaryKeyID() != primary {
+		t.Fatal("the refused key file replaced the keys in use")
+	}
+
+	if err := os.WriteFile(path, e.master, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	newID, err := seal.AddKey(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := sealer.Reload(); err != nil {
+		t.Fatalf("Reload after a rotation: %v", err)
+	}
+	if sealer.PrimaryKeyID() != newID {
+		t.Fatalf("primary %d after a rotation, want %d", sealer.PrimaryKeyID(), newID)
+	}
+}

@@ -169,9 +169,25 @@ func (db *DB) init(ctx context.Context) error {
 		return err
 	}
 	if db.sealer != nil {
-		return db.checkSealer(ctx)
+		if err := db.checkSealer(ctx); err != nil {
+			return err
+		}
+		// A master key file re-read while the server runs must open this database's check
+		// value: a key file of another installation copied over this one's is refused.
+		db.sealer.SetReloadCheck(db.openCheck)
 	}
 	return nil
+}
+
+// openCheck answers whether candidate opens the database's check value.
+func (db *DB) openCheck(candidate *seal.Sealer) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	var c seal.Sealed
+	if err := db.ro.QueryRowContext(ctx, `SELECT ciphertext, wrapped_key FROM seal_check WHERE id = 1`).Scan(&c.Ciphertext, &c.WrappedKey); err != nil {
+		return fmt.Errorf("reading the check value: %w", err)
+	}
+	return candidate.VerifyCheck(c)
 }
 
 // Close closes the database.
