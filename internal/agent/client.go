@@ -31,7 +31,7 @@ const requestTimeout = time.Minute
 
 // ErrRevoked is returned when the server refuses the device token: it was revoked, or the
 // device was deleted. The agent stops; it cannot do anything useful without a token.
-var ErrRevoked = errors.New("the server refused the device token (revoked, or the device was deleted): enroll again with keyward-agent enroll --force")
+var ErrRevoked = errors.New("the server refused the device token (it does not know this device): enroll again with keyward-agent enroll --force")
 
 // ErrLocked is returned when another agent holds the state directory.
 var ErrLocked = errors.New("another keyward-agent is running on this state directory (the service?)")
