@@ -210,7 +210,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		case ctx.Err() != nil:
 			return nil
 		case errors.Is(err, ErrRevoked):
-			a.log.Error("stopping: the server does not know this device token (the server was replaced or restored from a backup older than the enrollment). Enroll again: keyward-agent enroll --force --server URL --token T",
+			a.log.Error("stopping: the server refused the device token; it does not know this device (the server was replaced or restored from a backup older than the enrollment). Enroll again: keyward-agent enroll --force --server URL --token T",
 				"deviceId", a.st.DeviceID, "server", a.st.ServerURL)
 			return err
 		case err != nil:
