@@ -68,15 +68,15 @@ func (db *DB) UpdateUser(ctx context.Context, o escrow.Origin, userID string, ch
 			if disable {
 				field = "disabled"
 			}
-			if actsAs(o, u) {
-				return escrow.Errorf(escrow.CodeConflict, errSelfAdminChange, field)
-			}
 			var admins int
 			if err := tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM users WHERE role = 'admin' AND disabled_at IS NULL`).Scan(&admins); err != nil {
 				return err
 			}
 			if admins <= 1 {
 				return escrow.Errorf(escrow.CodeConflict, errLastAdmin, field, u.Email)
+			}
+			if actsAs(o, u) {
+				return escrow.Errorf(escrow.CodeConflict, errSelfAdminChange, field)
 			}
 		}
 		if ch.Role != nil || ch.ScopeTags != nil {
