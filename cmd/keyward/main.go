@@ -23,8 +23,15 @@ const usage = `keyward: self-hosted BitLocker recovery key escrow
 Usage:
   keyward serve [--data-dir D] [--listen ADDR] [--master-key-file F] [--tls-cert F --tls-key F]
   keyward users add --email E --role admin|helpdesk|auditor|user [--scope-tags T1,T2] [--password-stdin]
+  keyward users list
+  keyward users disable --email E
+  keyward users enable --email E
   keyward tokens create --user E [--name N]
+  keyward tokens list [--user E]
+  keyward tokens revoke --id ID
   keyward enroll-tokens create [--uses N] [--expires DURATION]
+  keyward enroll-tokens list
+  keyward enroll-tokens revoke --id ID
   keyward audit verify
   keyward audit export [--format json|ndjson|csv]
   keyward backup --out FILE [--master-key-file F]
@@ -39,6 +46,11 @@ Master-key rotation, with the servers running: "rotate" adds a new primary key t
 and re-wraps every data key under it. With several servers, each with its own copy of the file:
 "rotate --no-rewrap" on one, copy the file to every server, then "rewrap". "retire" removes the
 old keys once nothing uses them; backups made before the rotation still need the old file.
+
+Taking access away: "users disable" ends the person's portal sessions and refuses their sign-ins
+and API tokens until "users enable"; "tokens revoke" and "enroll-tokens revoke" take the ID the
+list commands show (the 16 hex digits after kwt_ or kwe_), never the token itself. Both apply
+at once on every server.
 
 backup writes a consistent snapshot, taken while servers run, to a new SQLite file and verifies
 it; restore copies a verified backup into an empty data directory or database. Both check the
@@ -92,10 +104,22 @@ func dispatch(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 		return runServe(ctx, rest, env)
 	case cmd == "users" && sub == "add":
 		return usersAdd(ctx, rest[1:], env)
+	case cmd == "users" && sub == "list":
+		return usersList(ctx, rest[1:], env)
+	case cmd == "users" && (sub == "disable" || sub == "enable"):
+		return usersSetDisabled(ctx, rest[1:], env, sub == "disable")
 	case cmd == "tokens" && sub == "create":
 		return tokensCreate(ctx, rest[1:], env)
+	case cmd == "tokens" && sub == "list":
+		return tokensList(ctx, rest[1:], env)
+	case cmd == "tokens" && sub == "revoke":
+		return tokensRevoke(ctx, rest[1:], env)
 	case cmd == "enroll-tokens" && sub == "create":
 		return enrollTokensCreate(ctx, rest[1:], env)
+	case cmd == "enroll-tokens" && sub == "list":
+		return enrollTokensList(ctx, rest[1:], env)
+	case cmd == "enroll-tokens" && sub == "revoke":
+		return enrollTokensRevoke(ctx, rest[1:], env)
 	case cmd == "audit" && sub == "verify":
 		return auditVerify(ctx, rest[1:], env)
 	case cmd == "audit" && sub == "export":

@@ -33,7 +33,7 @@ func (s *Server) agentEnroll(w http.ResponseWriter, r *http.Request) error {
 	}
 	tok, err := escrow.ParseToken(req.EnrollmentToken)
 	if err != nil || tok.Kind != escrow.TokenEnrollment {
-		return escrow.Errorf(escrow.CodeUnauthorized, "enrollmentToken: not valid, used up or expired")
+		return escrow.Errorf(escrow.CodeUnauthorized, "enrollmentToken: not valid, used up, expired or revoked")
 	}
 	o := origin(r, escrow.Principal{})
 	o.Source = escrow.SourceAgent

@@ -1,5 +1,5 @@
 // Package api is Keyward's JSON API: the four key endpoints of the original design, devices,
-// reports, enrollment tokens and the agent endpoints. Every route goes through authentication
+// reports, enrollment tokens, users, API tokens and the agent endpoints. Every route goes through authentication
 // and an authorization backstop: a handler that answers with success without having checked
 // authorization is turned into a 500, so a forgotten check fails closed.
 package api
@@ -34,6 +34,14 @@ type Store interface {
 	ListDevices(ctx context.Context, f escrow.DeviceFilter) ([]escrow.DeviceDetail, string, error)
 	GetDevice(ctx context.Context, p escrow.Principal, id string) (escrow.DeviceDetail, error)
 	CreateEnrollmentToken(ctx context.Context, o escrow.Origin, uses int64, validFor time.Duration) (escrow.EnrollmentToken, error)
+	ListEnrollmentTokens(ctx context.Context) ([]escrow.EnrollmentTokenInfo, error)
+	RevokeEnrollmentToken(ctx context.Context, o escrow.Origin, id string) error
+	ListUsers(ctx context.Context) ([]escrow.User, error)
+	CreateUser(ctx context.Context, o escrow.Origin, nu escrow.NewUser) (escrow.User, error)
+	UpdateUser(ctx context.Context, o escrow.Origin, userID string, ch escrow.UserChange) (escrow.User, error)
+	ListAPITokens(ctx context.Context, email string) ([]escrow.APIToken, error)
+	CreateAPIToken(ctx context.Context, o escrow.Origin, email, name string) (escrow.Token, error)
+	RevokeAPIToken(ctx context.Context, o escrow.Origin, id, owner string) error
 	Settings(ctx context.Context) (escrow.Settings, error)
 	UpdateSettings(ctx context.Context, o escrow.Origin, change map[string]string) (escrow.Settings, error)
 	EscrowReport(ctx context.Context, scope escrow.Scope) (escrow.EscrowReport, error)
@@ -87,7 +95,15 @@ func (s *Server) routes() []route {
 		{"POST /api/devices/security/bitlocker/keys/{deviceId}/rotate", s.person(s.keysRotate)},
 		{"GET /api/devices", s.person(s.devicesList)},
 		{"GET /api/devices/{deviceId}", s.person(s.devicesGet)},
+		{"GET /api/enrollment-tokens", s.person(s.enrollmentTokensList)},
 		{"POST /api/enrollment-tokens", s.person(s.enrollmentTokensCreate)},
+		{"DELETE /api/enrollment-tokens/{id}", s.person(s.enrollmentTokensRevoke)},
+		{"GET /api/users", s.person(s.usersList)},
+		{"POST /api/users", s.person(s.usersCreate)},
+		{"PATCH /api/users/{userId}", s.person(s.usersUpdate)},
+		{"GET /api/tokens", s.person(s.tokensList)},
+		{"POST /api/tokens", s.person(s.tokensCreate)},
+		{"DELETE /api/tokens/{id}", s.person(s.tokensRevoke)},
 		{"GET /api/settings", s.person(s.settingsGet)},
 		{"PUT /api/settings", s.person(s.settingsPut)},
 		{"GET /api/reports/escrow", s.person(s.reportsEscrow)},

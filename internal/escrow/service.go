@@ -248,6 +248,39 @@ type User struct {
 	Role      Role
 	ScopeTags []string
 	CreatedAt time.Time
+	// DisabledAt is when an admin took the person's access away; zero while they are enabled.
+	// A disabled person cannot sign in and their API tokens are refused, until enabled again.
+	DisabledAt time.Time
+}
+
+// Disabled reports whether the person's access is taken away.
+func (u User) Disabled() bool { return !u.DisabledAt.IsZero() }
+
+// UserChange is a change to a user; nil fields stay as they are.
+type UserChange struct {
+	Role      *Role
+	ScopeTags *[]string
+	Disabled  *bool
+}
+
+// APIToken describes an API token: never its secret nor the secret's hash.
+type APIToken struct {
+	ID         string
+	UserEmail  string
+	Name       string
+	CreatedAt  time.Time
+	LastUsedAt time.Time // zero: never used (kept to the minute)
+	RevokedAt  time.Time // zero: not revoked
+}
+
+// EnrollmentTokenInfo describes an enrollment token: never its secret nor the secret's hash.
+type EnrollmentTokenInfo struct {
+	ID        string
+	UsesLeft  *int64    // nil: unlimited
+	ExpiresAt time.Time // zero: never
+	CreatedBy string
+	CreatedAt time.Time
+	RevokedAt time.Time // zero: not revoked
 }
 
 // NewUser is what creating a user needs. PasswordHash is an argon2id hash, or empty for a user

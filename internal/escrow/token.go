@@ -81,3 +81,12 @@ func ParseToken(s string) (Token, error) {
 	}
 	return Token{Kind: kind, ID: id, Secret: secret}, nil
 }
+
+// ParseTokenID reports whether s has the shape of a token's public ID (as in a path), and
+// returns it.
+func ParseTokenID(s string) (string, bool) {
+	if len(s) != tokenIDLen || strings.Trim(s, "0123456789abcdef") != "" {
+		return "", false
+	}
+	return s, true
+}

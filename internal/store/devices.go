@@ -38,9 +38,9 @@ func (db *DB) Enroll(ctx context.Context, o escrow.Origin, enrollToken escrow.To
 	var denied bool
 	err = db.write(ctx, func(tx *sql.Tx) error {
 		var hash []byte
-		var usesLeft, expires sql.NullInt64
-		err := tx.QueryRowContext(ctx, `SELECT secret_hash, uses_left, expires_at FROM enrollment_tokens WHERE id = $1`, enrollToken.ID).
-			Scan(&hash, &usesLeft, &expires)
+		var usesLeft, expires, revoked sql.NullInt64
+		err := tx.QueryRowContext(ctx, `SELECT secret_hash, uses_left, expires_at, revoked_at FROM enrollment_tokens WHERE id = $1`, enrollToken.ID).
+			Scan(&hash, &usesLeft, &expires, &revoked)
 		if err != nil && !errors.Is(err, sql.ErrNoRows) {
 			return err
 		}
@@ -49,6 +49,8 @@ func (db *DB) Enroll(ctx context.Context, o escrow.Origin, enrollToken escrow.To
 		switch {
 		case err != nil, !enrollToken.Matches(hash):
 			e.Detail = "enrollment token not valid"
+		case revoked.Valid:
+			e.Detail = "enrollment token " + enrollToken.ID + " revoked"
 		case usesLeft.Valid && usesLeft.Int64 <= 0:
 			e.Detail = "enrollment token " + enrollToken.ID + " used up"
 		case expires.Valid && fromMicros(expires).Before(now):
@@ -80,7 +82,7 @@ func (db *DB) Enroll(ctx context.Context, o escrow.Origin, enrollToken escrow.To
 		return escrow.Enrolled{}, err
 	}
 	if denied {
-		return escrow.Enrolled{}, escrow.Errorf(escrow.CodeUnauthorized, "enrollmentToken: not valid, used up or expired")
+		return escrow.Enrolled{}, escrow.Errorf(escrow.CodeUnauthorized, "enrollmentToken: not valid, used up, expired or revoked")
 	}
 	return escrow.Enrolled{DeviceID: id, DeviceToken: devTok, VerificationKey: vk}, nil
 }

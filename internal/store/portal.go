@@ -26,20 +26,22 @@ const (
 const sessionTouchEvery = time.Minute
 
 // UserCredentials returns the user with the sign-in name and the argon2id hash of their
-// password ("" for a user who signs in only through single sign-on). Errors: CodeNotFound.
+// password ("" for a user who signs in only through single sign-on). A disabled user is
+// returned too, with DisabledAt set: the caller must refuse them. Errors: CodeNotFound.
 func (db *DB) UserCredentials(ctx context.Context, email string) (escrow.User, string, error) {
 	var u escrow.User
 	var role, tags, hash string
 	var created int64
-	err := db.ro.QueryRowContext(ctx, `SELECT id, email, role, scope_tags, password_hash, created_at FROM users WHERE email_key = $1`,
-		strings.ToLower(strings.TrimSpace(email))).Scan(&u.ID, &u.Email, &role, &tags, &hash, &created)
+	var disabled sql.NullInt64
+	err := db.ro.QueryRowContext(ctx, `SELECT id, email, role, scope_tags, password_hash, created_at, disabled_at FROM users WHERE email_key = $1`,
+		strings.ToLower(strings.TrimSpace(email))).Scan(&u.ID, &u.Email, &role, &tags, &hash, &created, &disabled)
 	if errors.Is(err, sql.ErrNoRows) {
 		return u, "", errNoUser
 	}
 	if err != nil {
 		return u, "", unavailable(err)
 	}
-	u.Role, u.CreatedAt = escrow.Role(role), time.UnixMicro(created).UTC()
+	u.Role, u.CreatedAt, u.DisabledAt = escrow.Role(role), time.UnixMicro(created).UTC(), fromMicros(disabled)
 	if err := json.Unmarshal([]byte(tags), &u.ScopeTags); err != nil {
 		return u, "", escrow.Wrap(escrow.CodeInternal, err, "stored user is damaged")
 	}
@@ -90,14 +92,14 @@ func (db *DB) SignInDenied(ctx context.Context, o escrow.Origin, detail string) 
 }
 
 // SessionPrincipal returns who the session with this token hash belongs to, as the users table
-// says now (a role change applies at the next request). A session idle for longer than idle, or
+// says now (a role change applies at the next request; a disabled user has no sessions). A session idle for longer than idle, or
 // past its absolute end, is deleted. Errors: CodeUnauthorized, one message for every reason.
 func (db *DB) SessionPrincipal(ctx context.Context, tokenHash []byte, idle time.Duration) (escrow.Principal, error) {
 	var p escrow.Principal
 	var role, tags string
 	var lastSeen, expires int64
 	err := db.ro.QueryRowContext(ctx, `SELECT u.id, u.email, u.role, u.scope_tags, s.last_seen_at, s.expires_at
-		FROM sessions s JOIN users u ON u.id = s.user_id WHERE s.token_hash = $1`, tokenHash).
+		FROM sessions s JOIN users u ON u.id = s.user_id WHERE s.token_hash = $1 AND u.disabled_at IS NULL`, tokenHash).
 		Scan(&p.Actor.ID, &p.Email, &role, &tags, &lastSeen, &expires)
 	if errors.Is(err, sql.ErrNoRows) {
 		return p, errNoSession
@@ -148,7 +150,9 @@ func (db *DB) EndSession(ctx context.Context, o escrow.Origin, tokenHash []byte)
 // and otherwise setting their role to the one the identity provider's claims map to: with
 // single sign-on the provider's groups are the source of truth, so removing someone from a
 // group takes their role away at their next sign-in. Each change is audited in the same
-// transaction. Errors: CodeInvalid for a bad email or role.
+// transaction. A disabled user stays disabled, whatever the provider says: the admin who
+// disabled them decides. Errors: CodeInvalid for a bad email or role, CodeUnauthorized for a
+// disabled user.
 func (db *DB) SSOUser(ctx context.Context, o escrow.Origin, email string, role escrow.Role) (escrow.User, error) {
 	email = strings.TrimSpace(email)
 	if email == "" || len(email) > 256 || !strings.Contains(email, "@") || strings.ContainsAny(email, " \t\r\n") {
@@ -178,6 +182,8 @@ func (db *DB) SSOUser(ctx context.Context, o escrow.Origin, email string, role e
 			return db.appendEvent(ctx, tx, e)
 		case err != nil:
 			return err
+		case u.Disabled():
+			return errUserDisabled
 		case u.Role == role:
 			return nil
 		}
@@ -197,20 +203,21 @@ func findUserByEmail(ctx context.Context, q dbtx, email string) (escrow.User, er
 	return scanUser(q.QueryRowContext(ctx, `SELECT `+userColumns+` FROM users WHERE email_key = $1`, strings.ToLower(strings.TrimSpace(email))))
 }
 
-const userColumns = `id, email, role, scope_tags, created_at`
+const userColumns = `id, email, role, scope_tags, created_at, disabled_at`
 
 func scanUser(s scanner) (escrow.User, error) {
 	var u escrow.User
 	var role, tags string
 	var created int64
-	err := s.Scan(&u.ID, &u.Email, &role, &tags, &created)
+	var disabled sql.NullInt64
+	err := s.Scan(&u.ID, &u.Email, &role, &tags, &created, &disabled)
 	if errors.Is(err, sql.ErrNoRows) {
 		return u, errNoUser
 	}
 	if err != nil {
 		return u, err
 	}
-	u.Role, u.CreatedAt = escrow.Role(role), time.UnixMicro(created).UTC()
+	u.Role, u.CreatedAt, u.DisabledAt = escrow.Role(role), time.UnixMicro(created).UTC(), fromMicros(disabled)
 	if err := json.Unmarshal([]byte(tags), &u.ScopeTags); err != nil {
 		return u, escrow.Wrap(escrow.CodeInternal, err, "stored user is damaged")
 	}
@@ -239,50 +246,10 @@ func (db *DB) ListUsers(ctx context.Context) ([]escrow.User, error) {
 	return out, err
 }
 
-// SetUserRole changes a user's role and scope tags, audited in the same transaction. It
-// refuses to take the admin role from the last admin, which would leave nobody able to manage
-// the installation from the portal. Errors: CodeInvalid, CodeNotFound, CodeConflict.
+// SetUserRole changes a user's role and scope tags, audited in the same transaction: UpdateUser
+// with those two. Errors: CodeInvalid, CodeNotFound, CodeConflict.
 func (db *DB) SetUserRole(ctx context.Context, o escrow.Origin, userID string, role escrow.Role, scopeTags []string) (escrow.User, error) {
-	if !role.Valid() {
-		return escrow.User{}, escrow.Errorf(escrow.CodeInvalid, "role: must be one of admin, helpdesk, auditor, user")
-	}
-	for _, t := range scopeTags {
-		if err := escrow.CheckText("scopeTags", t, true, 64); err != nil {
-			return escrow.User{}, err
-		}
-	}
-	tags, err := json.Marshal(nonNil(scopeTags))
-	if err != nil {
-		return escrow.User{}, err
-	}
-	var u escrow.User
-	err = db.write(ctx, func(tx *sql.Tx) error {
-		var err error
-		u, err = scanUser(tx.QueryRowContext(ctx, `SELECT `+userColumns+` FROM users WHERE id = $1`, userID))
-		if err != nil {
-			return err
-		}
-		if u.Role == escrow.RoleAdmin && role != escrow.RoleAdmin {
-			var admins int
-			if err := tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM users WHERE role = 'admin'`).Scan(&admins); err != nil {
-				return err
-			}
-			if admins <= 1 {
-				return escrow.Errorf(escrow.CodeConflict, "role: %s is the last admin; make someone else admin first", u.Email)
-			}
-		}
-		if _, err := tx.ExecContext(ctx, `UPDATE users SET role = $2, scope_tags = $3 WHERE id = $1`, u.ID, string(role), string(tags)); err != nil {
-			return err
-		}
-		e := o.Event(escrow.ActionUserRole, escrow.OutcomeSuccess)
-		e.Detail = "user " + u.Email + " role " + string(u.Role) + " -> " + string(role)
-		if len(scopeTags) > 0 {
-			e.Detail += " limited to tags " + strings.Join(scopeTags, ", ")
-		}
-		u.Role, u.ScopeTags = role, nonNil(scopeTags)
-		return db.appendEvent(ctx, tx, e)
-	})
-	return u, err
+	return db.UpdateUser(ctx, o, userID, escrow.UserChange{Role: &role, ScopeTags: &scopeTags})
 }
 
 // SaveSSOLogin remembers a single sign-on that is leaving for the identity provider, keyed by

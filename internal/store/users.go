@@ -52,7 +52,8 @@ func (db *DB) CreateUser(ctx context.Context, o escrow.Origin, nu escrow.NewUser
 }
 
 // CreateAPIToken issues an API token for the user with the given email. The token is returned
-// once; only its hash is kept. Errors: CodeNotFound for an unknown user.
+// once; only its hash is kept. Errors: CodeNotFound for an unknown user, CodeConflict for a
+// disabled one.
 func (db *DB) CreateAPIToken(ctx context.Context, o escrow.Origin, email, name string) (escrow.Token, error) {
 	if len(name) > 200 {
 		return escrow.Token{}, escrow.Errorf(escrow.CodeInvalid, "name: at most 200 characters")
@@ -63,12 +64,17 @@ func (db *DB) CreateAPIToken(ctx context.Context, o escrow.Origin, email, name s
 	}
 	err = db.write(ctx, func(tx *sql.Tx) error {
 		var userID, userEmail string
-		err := tx.QueryRowContext(ctx, `SELECT id, email FROM users WHERE email_key = $1`, strings.ToLower(strings.TrimSpace(email))).Scan(&userID, &userEmail)
+		var disabled sql.NullInt64
+		err := tx.QueryRowContext(ctx, `SELECT id, email, disabled_at FROM users WHERE email_key = $1`, strings.ToLower(strings.TrimSpace(email))).
+			Scan(&userID, &userEmail, &disabled)
 		if errors.Is(err, sql.ErrNoRows) {
 			return escrow.Errorf(escrow.CodeNotFound, "user: no user with this email")
 		}
 		if err != nil {
 			return err
+		}
+		if disabled.Valid {
+			return escrow.Errorf(escrow.CodeConflict, "user: %s is disabled; enable them first", userEmail)
 		}
 		if _, err := tx.ExecContext(ctx, `INSERT INTO api_tokens (id, user_id, name, secret_hash, created_at) VALUES ($1, $2, $3, $4, $5)`,
 			tok.ID, userID, name, tok.SecretHash(), micros(db.Now())); err != nil {
@@ -84,16 +90,17 @@ func (db *DB) CreateAPIToken(ctx context.Context, o escrow.Origin, email, name s
 	return tok, err
 }
 
-// AuthenticateAPIToken returns the principal an API token stands for. Errors: CodeUnauthorized
-// for a token that is unknown, revoked or wrong, with one message for all, so a caller cannot
-// tell which.
+// AuthenticateAPIToken returns the principal an API token stands for, reading the token's and
+// its user's rows on every call, so a revocation or a disabled user takes effect at the next
+// request on every server. Errors: CodeUnauthorized for a token that is unknown, revoked, wrong
+// or of a disabled user, with one message for all, so a caller cannot tell which.
 func (db *DB) AuthenticateAPIToken(ctx context.Context, tok escrow.Token) (escrow.Principal, error) {
 	var hash []byte
-	var revoked sql.NullInt64
+	var revoked, disabled, used sql.NullInt64
 	var p escrow.Principal
 	var role, tags string
-	err := db.ro.QueryRowContext(ctx, `SELECT t.secret_hash, t.revoked_at, u.email, u.role, u.scope_tags
-		FROM api_tokens t JOIN users u ON u.id = t.user_id WHERE t.id = $1`, tok.ID).Scan(&hash, &revoked, &p.Email, &role, &tags)
+	err := db.ro.QueryRowContext(ctx, `SELECT t.secret_hash, t.revoked_at, t.last_used_at, u.email, u.role, u.scope_tags, u.disabled_at
+		FROM api_tokens t JOIN users u ON u.id = t.user_id WHERE t.id = $1`, tok.ID).Scan(&hash, &revoked, &used, &p.Email, &role, &tags, &disabled)
 	if errors.Is(err, sql.ErrNoRows) {
 		// Compare anyway, so an unknown ID takes as long as a wrong secret.
 		tok.Matches(make([]byte, 32))
@@ -102,8 +109,15 @@ func (db *DB) AuthenticateAPIToken(ctx context.Context, tok escrow.Token) (escro
 	if err != nil {
 		return escrow.Principal{}, unavailable(err)
 	}
-	if !tok.Matches(hash) || revoked.Valid {
+	if !tok.Matches(hash) || revoked.Valid || disabled.Valid {
 		return escrow.Principal{}, errBadToken
+	}
+	if now := db.Now(); !used.Valid || now.Sub(fromMicros(used)) >= sessionTouchEvery {
+		// Not db.write, as for sessions: bookkeeping, not an audited change. Kept to the minute
+		// so that a busy automation account does not write on every request.
+		if _, err := db.rw.ExecContext(ctx, `UPDATE api_tokens SET last_used_at = $2 WHERE id = $1`, tok.ID, micros(now)); err != nil {
+			return escrow.Principal{}, unavailable(err)
+		}
 	}
 	if err := json.Unmarshal([]byte(tags), &p.ScopeTags); err != nil {
 		return escrow.Principal{}, escrow.Wrap(escrow.CodeInternal, err, "stored user is damaged")

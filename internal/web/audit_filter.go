@@ -21,7 +21,9 @@ var auditActions = []string{
 	escrow.ActionKeyRead, escrow.ActionKeyList, escrow.ActionKeyEscrow, escrow.ActionKeySupersede, escrow.ActionKeyVerify,
 	escrow.ActionKeyPurge, escrow.ActionRotateRequest, escrow.ActionRotateDeliver, escrow.ActionRotateComplete,
 	escrow.ActionRotateFail, escrow.ActionDeviceEnroll, escrow.ActionDeviceReport, escrow.ActionAuth, escrow.ActionSignIn, escrow.ActionSignOut,
-	escrow.ActionUserCreate, escrow.ActionUserRole, escrow.ActionTokenCreate, escrow.ActionEnrollTokenCreate, escrow.ActionSettingsUpdate,
+	escrow.ActionUserCreate, escrow.ActionUserRole, escrow.ActionUserDisable, escrow.ActionUserEnable, escrow.ActionUserRead,
+	escrow.ActionTokenCreate, escrow.ActionTokenRevoke, escrow.ActionTokenRead,
+	escrow.ActionEnrollTokenCreate, escrow.ActionEnrollTokenRevoke, escrow.ActionEnrollTokenRead, escrow.ActionSettingsUpdate,
 	escrow.ActionDeviceRead, escrow.ActionMasterKeyRotate, escrow.ActionMasterKeyRetire,
 }
 

@@ -42,6 +42,7 @@ func (s *Server) routes() []route {
 		{"GET /users", s.signedIn(s.userList)},
 		{"POST /users", s.signedIn(s.userCreate)},
 		{"POST /users/{userId}/role", s.signedIn(s.userRole)},
+		{"POST /users/{userId}/access", s.signedIn(s.userAccess)},
 		{"GET /tokens", s.signedIn(s.tokenList)},
 		{"POST /tokens/api", s.signedIn(s.apiTokenCreate)},
 		{"POST /tokens/enrollment", s.signedIn(s.enrollmentTokenCreate)},

@@ -20,6 +20,8 @@ var notices = map[string]string{
 	"settings-saved":     "Settings saved.",
 	"user-created":       "User added.",
 	"role-changed":       "Role changed.",
+	"user-disabled":      "User disabled: their sessions have ended, and their sign-ins and API tokens are refused until they are enabled.",
+	"user-enabled":       "User enabled.",
 }
 
 func notice(r *http.Request) string { return notices[r.URL.Query().Get("notice")] }

@@ -56,7 +56,8 @@ func (s *Server) signinSubmit(w http.ResponseWriter, r *http.Request) error {
 	}
 	ok := false
 	switch {
-	case err != nil || hash == "" || len(pw) > 1024:
+	case err != nil || hash == "" || u.Disabled() || len(pw) > 1024:
+		// A disabled account gets the same answer, in the same time, as a wrong password.
 		// Spend the time a real check takes, so the answer does not tell which accounts exist.
 		_ = password.Verify(pw, s.equaliserHash())
 	default:
@@ -64,6 +65,9 @@ func (s *Server) signinSubmit(w http.ResponseWriter, r *http.Request) error {
 	}
 	if !ok {
 		detail := "wrong email or password"
+		if u.Disabled() {
+			detail = "the account is disabled"
+		}
 		if u.ID != "" {
 			o.Actor.ID, o.Actor.Name = u.ID, u.Email
 		}

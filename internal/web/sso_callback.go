@@ -86,6 +86,10 @@ func (s *Server) ssoCallback(w http.ResponseWriter, r *http.Request) error {
 		return refuse("no role for the claims", "Your account has no access to Keyward. Ask an administrator to add you to a group that has.")
 	}
 	u, err := s.store.SSOUser(r.Context(), o, email, role)
+	if escrow.ErrorCode(err) == escrow.CodeUnauthorized {
+		// The same answer as having no role: the provider vouched for them, Keyward refuses.
+		return refuse("the account is disabled", "Your account has no access to Keyward. Ask an administrator to add you to a group that has.")
+	}
 	if escrow.ErrorCode(err) == escrow.CodeInvalid {
 		return refuse("unusable email claim", "Your identity provider gave a sign-in name Keyward cannot use.")
 	}

@@ -197,6 +197,34 @@ func TestSSO(t *testing.T) {
 		}
 	})
 
+	t.Run("a disabled person is refused whatever the provider says", func(t *testing.T) {
+		u, _, err := e.db.UserCredentials(context.Background(), "ada@example.com")
+		if err != nil {
+			t.Fatal(err)
+		}
+		disable, enable := true, false
+		if _, err := e.db.UpdateUser(context.Background(), testOrigin, u.ID, escrow.UserChange{Disabled: &disable}); err != nil {
+			t.Fatal(err)
+		}
+		p.QueueUser(&mockoidc.MockUser{Subject: "u1", Email: "ada@example.com", EmailVerified: true, Groups: []string{"kw-admins"}})
+		c := browserClient(t)
+		res, body := fetch(t, c, e.srv.URL+"/signin/sso")
+		if res.StatusCode != http.StatusUnauthorized || hasSession(c, e.srv.URL) || !strings.Contains(body, "no access to Keyward") {
+			t.Fatalf("disabled: %d, session %v\n%s", res.StatusCode, hasSession(c, e.srv.URL), shortBody(body))
+		}
+		if u, _, _ = e.db.UserCredentials(context.Background(), "ada@example.com"); u.Role != escrow.RoleHelpdesk || !u.Disabled() {
+			t.Fatalf("a refused sign-in changed the user: %+v", u)
+		}
+		if _, err := e.db.UpdateUser(context.Background(), testOrigin, u.ID, escrow.UserChange{Disabled: &enable}); err != nil {
+			t.Fatal(err)
+		}
+		p.QueueUser(&mockoidc.MockUser{Subject: "u1", Email: "ada@example.com", EmailVerified: true, Groups: []string{"kw-helpdesk"}})
+		c = browserClient(t)
+		if res, _ := fetch(t, c, e.srv.URL+"/signin/sso"); res.StatusCode != http.StatusOK || !hasSession(c, e.srv.URL) {
+			t.Fatalf("enabled again: %d", res.StatusCode)
+		}
+	})
+
 	t.Run("an ID token with another nonce is refused", func(t *testing.T) {
 		p.QueueUser(&mockoidc.MockUser{Subject: "u4", Email: "oscar@example.com", EmailVerified: true, Groups: []string{"kw-admins"}})
 		p.forgeNonce.Store(true)

@@ -55,6 +55,7 @@ type Store interface {
 	ListUsers(ctx context.Context) ([]escrow.User, error)
 	CreateUser(ctx context.Context, o escrow.Origin, nu escrow.NewUser) (escrow.User, error)
 	SetUserRole(ctx context.Context, o escrow.Origin, userID string, role escrow.Role, scopeTags []string) (escrow.User, error)
+	UpdateUser(ctx context.Context, o escrow.Origin, userID string, ch escrow.UserChange) (escrow.User, error)
 	CreateAPIToken(ctx context.Context, o escrow.Origin, email, name string) (escrow.Token, error)
 	CreateEnrollmentToken(ctx context.Context, o escrow.Origin, uses int64, validFor time.Duration) (escrow.EnrollmentToken, error)
 }
