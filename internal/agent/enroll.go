@@ -76,7 +76,7 @@ func Enroll(ctx context.Context, o EnrollOptions) (deviceID string, err error) {
 	})
 	var ae *APIError
 	if errors.As(err, &ae) && ae.Status == http.StatusUnauthorized {
-		return "", errors.New("the server refused the enrollment token: it is not valid, used up or expired")
+		return "", errors.New("the server refused the enrollment token: it is not valid, used up, expired or revoked")
 	}
 	if err != nil {
 		return "", fmt.Errorf("enrolling: %w", err)
