@@ -73,6 +73,7 @@ const (
 	ActionEnrollTokenRevoke = "enrollment_token.revoke"
 	ActionEnrollTokenRead   = "enrollment_token.read"
 	ActionDeviceRead        = "device.read"
+	ActionDeviceRetire      = "device.retire"
 	ActionStoreBackup       = "store.backup"
 	ActionStoreRestore      = "store.restore"
 	ActionMasterKeyRotate   = "masterkey.rotate"

@@ -133,7 +133,15 @@ type Device struct {
 	EnrolledAt   time.Time
 	LastSeenAt   time.Time
 	ReportedAt   time.Time // zero until the first report
+	// RetiredAt is when an admin retired the device (zero: in service), RetiredBy who and
+	// RetireReason why. A retired device's token is refused and it leaves the compliance views.
+	RetiredAt    time.Time
+	RetiredBy    string
+	RetireReason string
 }
+
+// Retired reports whether the device was retired.
+func (d Device) Retired() bool { return !d.RetiredAt.IsZero() }
 
 // Protector is one key protector on a volume, as the agent reported it.
 type Protector struct {

@@ -202,6 +202,7 @@ type VolumeDetail struct {
 type DeviceFilter struct {
 	Scope        Scope
 	EscrowStatus EscrowStatus // empty: any
+	Retired      bool         // false: devices in service; true: only retired ones
 	Cursor       string
 	Limit        int
 }

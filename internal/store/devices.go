@@ -94,7 +94,8 @@ func verificationAAD(deviceID string) []byte { return seal.AAD("verification", d
 func (db *DB) AuthenticateDevice(ctx context.Context, tok escrow.Token) (escrow.Principal, error) {
 	var hash []byte
 	var id, name string
-	err := db.ro.QueryRowContext(ctx, `SELECT id, name, token_hash FROM devices WHERE token_id = $1`, tok.ID).Scan(&id, &name, &hash)
+	// A retired device's token answers exactly like an unknown one.
+	err := db.ro.QueryRowContext(ctx, `SELECT id, name, token_hash FROM devices WHERE token_id = $1 AND retired_at IS NULL`, tok.ID).Scan(&id, &name, &hash)
 	if errors.Is(err, sql.ErrNoRows) {
 		tok.Matches(make([]byte, 32))
 		return escrow.Principal{}, errBadToken
@@ -108,14 +109,17 @@ func (db *DB) AuthenticateDevice(ctx context.Context, tok escrow.Token) (escrow.
 	return escrow.Principal{Actor: escrow.Actor{Type: escrow.ActorDevice, ID: id, Name: name}, DeviceID: id}, nil
 }
 
-const deviceColumns = `id, name, owner_upn, serial_number, os_version, enrolled_at, last_seen_at, reported_at`
+const deviceColumns = `id, name, owner_upn, serial_number, os_version, enrolled_at, last_seen_at, reported_at,
+	retired_at, retired_by, retire_reason`
 
 func scanDevice(s scanner) (escrow.Device, error) {
 	var d escrow.Device
 	var enrolled, seen int64
-	var reported sql.NullInt64
-	err := s.Scan(&d.ID, &d.Name, &d.OwnerUPN, &d.SerialNumber, &d.OSVersion, &enrolled, &seen, &reported)
+	var reported, retired sql.NullInt64
+	err := s.Scan(&d.ID, &d.Name, &d.OwnerUPN, &d.SerialNumber, &d.OSVersion, &enrolled, &seen, &reported,
+		&retired, &d.RetiredBy, &d.RetireReason)
 	d.EnrolledAt, d.LastSeenAt, d.ReportedAt = time.UnixMicro(enrolled).UTC(), time.UnixMicro(seen).UTC(), fromMicros(reported)
+	d.RetiredAt = fromMicros(retired)
 	return d, err
 }
 
@@ -167,14 +171,19 @@ func (db *DB) GetDevice(ctx context.Context, p escrow.Principal, id string) (esc
 		if !p.Scope().Allows(d) {
 			return escrow.Errorf(escrow.CodeForbidden, "device: outside your scope")
 		}
-		details, err := db.withStatus(ctx, tx, []escrow.Device{d})
-		if err != nil {
-			return err
-		}
-		out = details[0]
-		return nil
+		out, err = db.detailOf(ctx, tx, d)
+		return err
 	})
 	return out, err
+}
+
+// detailOf loads one device's volumes and applies the escrow-status rules.
+func (db *DB) detailOf(ctx context.Context, q dbtx, d escrow.Device) (escrow.DeviceDetail, error) {
+	details, err := db.withStatus(ctx, q, []escrow.Device{d})
+	if err != nil {
+		return escrow.DeviceDetail{}, err
+	}
+	return details[0], nil
 }
 
 // ListDevices returns a page of devices in name order, with their status, and the cursor of
@@ -196,7 +205,7 @@ func (db *DB) ListDevices(ctx context.Context, f escrow.DeviceFilter) ([]escrow.
 	var next string
 	err := db.read(ctx, func(tx *sql.Tx) error {
 		for {
-			devices, more, err := db.devicePage(ctx, tx, f.Scope, afterName, afterID, f.Limit)
+			devices, more, err := db.devicePage(ctx, tx, f.Scope, f.Retired, afterName, afterID, f.Limit)
 			if err != nil {
 				return err
 			}
@@ -226,10 +235,11 @@ func (db *DB) ListDevices(ctx context.Context, f escrow.DeviceFilter) ([]escrow.
 	return out, next, err
 }
 
-// devicePage reads up to n devices in scope after (afterName, afterID) in name order, and
-// whether more follow.
-func (db *DB) devicePage(ctx context.Context, tx *sql.Tx, scope escrow.Scope, afterName, afterID string, n int) ([]escrow.Device, bool, error) {
+// devicePage reads up to n devices in scope, in service or retired, after (afterName, afterID)
+// in name order, and whether more follow.
+func (db *DB) devicePage(ctx context.Context, tx *sql.Tx, scope escrow.Scope, retired bool, afterName, afterID string, n int) ([]escrow.Device, bool, error) {
 	where, args := scopeWhere(scope, "d")
+	where = append(where, retiredWhere(retired, "d"))
 	if afterID != "" {
 		args = append(args, afterName, afterID)
 		n1, n2 := "$"+itoa(len(args)-1), "$"+itoa(len(args))
@@ -250,21 +260,27 @@ func (db *DB) devicePage(ctx context.Context, tx *sql.Tx, scope escrow.Scope, af
 	return devices, false, nil
 }
 
-func queryDevices(ctx context.Context, q dbtx, query string, args []any) ([]escrow.Device, error) {
+// queryAll runs a query and scans every row with scan.
+func queryAll[T any](ctx context.Context, q dbtx, scan func(scanner) (T, error), query string, args ...any) ([]T, error) {
 	rows, err := q.QueryContext(ctx, query, args...)
 	if err != nil {
 		return nil, err
 	}
 	defer rows.Close()
-	var devices []escrow.Device
+	var out []T
 	for rows.Next() {
-		d, err := scanDevice(rows)
+		v, err := scan(rows)
 		if err != nil {
 			return nil, err
 		}
-		devices = append(devices, d)
+		out = append(out, v)
 	}
-	if err := rows.Err(); err != nil {
+	return out, rows.Err()
+}
+
+func queryDevices(ctx context.Context, q dbtx, query string, args []any) ([]escrow.Device, error) {
+	devices, err := queryAll(ctx, q, scanDevice, query, args...)
+	if err != nil {
 		return nil, err
 	}
 	ids := make([]string, len(devices))
@@ -276,6 +292,16 @@ func queryDevices(ctx context.Context, q dbtx, query string, args []any) ([]escr
 		devices[i].Tags = tags[devices[i].ID]
 	}
 	return devices, err
+}
+
+// retiredWhere is the SQL condition selecting the devices in service (retired false) or the
+// retired ones, on the devices table aliased as alias. Retired devices leave the compliance
+// views (device list, escrow report, census) unless asked for.
+func retiredWhere(retired bool, alias string) string {
+	if retired {
+		return alias + ".retired_at IS NOT NULL"
+	}
+	return alias + ".retired_at IS NULL"
 }
 
 // scopeWhere turns a scope into SQL conditions on the devices table aliased as alias.

@@ -129,8 +129,18 @@ func upsertVolume(ctx context.Context, tx dbtx, deviceID, volumeID, mountPoint s
 	return err
 }
 
+// touchDevice records that the device was seen. Every agent write calls it in its transaction,
+// which it fails for a device retired since the request was authenticated: a retired device
+// changes nothing, and its token answers like an unknown one.
 func touchDevice(ctx context.Context, tx dbtx, deviceID string, now time.Time) error {
-	_, err := tx.ExecContext(ctx, `UPDATE devices SET last_seen_at = $2 WHERE id = $1`, deviceID, micros(now))
+	res, err := tx.ExecContext(ctx, `UPDATE devices SET last_seen_at = $2 WHERE id = $1 AND retired_at IS NULL`, deviceID, micros(now))
+	if err != nil {
+		return err
+	}
+	n, err := res.RowsAffected()
+	if err == nil && n == 0 {
+		err = errBadToken
+	}
 	return err
 }
 

@@ -355,6 +355,7 @@ func (db *DB) SearchDevices(ctx context.Context, o escrow.Origin, f escrow.Devic
 		afterName, afterID = parts[0], parts[1]
 	}
 	where, args := scopeWhere(f.Scope, "d")
+	where = append(where, retiredWhere(f.Retired, "d"))
 	arg := func(v any) string { args = append(args, v); return "$" + itoa(len(args)) }
 	pattern := "%" + escapeLike(strings.ToLower(text)) + "%"
 	match := []string{`LOWER(d.name) LIKE ` + arg(pattern) + ` ESCAPE '\'`, `d.owner_key LIKE ` + arg(pattern) + ` ESCAPE '\'`}

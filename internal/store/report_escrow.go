@@ -7,7 +7,7 @@ import (
 	"github.com/keyward/keyward/internal/escrow"
 )
 
-// EscrowReport counts the devices in scope by escrow status and lists those that are failed,
+// EscrowReport counts the devices in service in scope by escrow status and lists those that are failed,
 // missing escrow, or pending for longer than the grace period. It reads one snapshot.
 func (db *DB) EscrowReport(ctx context.Context, scope escrow.Scope) (escrow.EscrowReport, error) {
 	rep := escrow.EscrowReport{Counts: escrow.NewStatusCounts()}
@@ -37,7 +37,7 @@ func (db *DB) EscrowReport(ctx context.Context, scope escrow.Scope) (escrow.Escr
 	return rep, err
 }
 
-// Census counts every device by escrow status and every key by status, in one snapshot. It
+// Census counts every device in service by escrow status and every key by status, in one snapshot. It
 // walks the devices as the escrow report does (the status rules run in Go), so callers that
 // ask often, like the metrics, must cache it.
 func (db *DB) Census(ctx context.Context) (escrow.Census, error) {
@@ -70,12 +70,12 @@ func (db *DB) Census(ctx context.Context) (escrow.Census, error) {
 	return c, nil
 }
 
-// eachDevice calls fn for every device in scope, with its status, in name order, a batch at a
+// eachDevice calls fn for every device in service in scope, with its status, in name order, a batch at a
 // time so that memory stays flat however large the fleet.
 func (db *DB) eachDevice(ctx context.Context, tx *sql.Tx, scope escrow.Scope, fn func(escrow.DeviceDetail)) error {
 	afterName, afterID := "", ""
 	for {
-		devices, more, err := db.devicePage(ctx, tx, scope, afterName, afterID, 500)
+		devices, more, err := db.devicePage(ctx, tx, scope, false, afterName, afterID, 500)
 		if err != nil {
 			return err
 		}

@@ -152,22 +152,8 @@ func (db *DB) deliverCommands(ctx context.Context, tx dbtx, o escrow.Origin, dev
 	if err := touchDevice(ctx, tx, deviceID, now); err != nil {
 		return nil, err
 	}
-	rows, err := tx.QueryContext(ctx, `SELECT `+rotationColumns+` FROM rotations WHERE device_id = $1 AND status IN ('requested', 'delivered')
-		ORDER BY requested_at, id`, deviceID)
+	rotations, err := openRotations(ctx, tx, deviceID)
 	if err != nil {
-		return nil, err
-	}
-	var rotations []escrow.Rotation
-	for rows.Next() {
-		r, err := scanRotation(rows)
-		if err != nil {
-			rows.Close()
-			return nil, err
-		}
-		rotations = append(rotations, r)
-	}
-	rows.Close()
-	if err := rows.Err(); err != nil {
 		return nil, err
 	}
 	out := []escrow.Command{}
@@ -269,6 +255,9 @@ func (db *DB) FinishCommand(ctx context.Context, o escrow.Origin, deviceID, comm
 	}
 	now := db.Now()
 	return db.write(ctx, func(tx *sql.Tx) error {
+		if err := touchDevice(ctx, tx, deviceID, now); err != nil {
+			return err
+		}
 		r, err := scanRotation(tx.QueryRowContext(ctx, `SELECT `+rotationColumns+` FROM rotations WHERE id = $1 AND device_id = $2`, commandID, deviceID))
 		if errors.Is(err, sql.ErrNoRows) {
 			if found, err := db.finishReEscrow(ctx, tx, o, deviceID, commandID, res, now); found || err != nil {
