@@ -2,6 +2,7 @@ package api
 
 import (
 	"net/http"
+	"strings"
 
 	"github.com/keyward/keyward/internal/escrow"
 )
@@ -12,10 +13,11 @@ func (s *Server) devicesList(w http.ResponseWriter, r *http.Request) error {
 	if err := s.authorize(r, p.CanList(), escrow.ActionDeviceRead, ""); err != nil {
 		return err
 	}
-	q := newQuery(r, "escrowStatus", "limit", "cursor")
+	q := newQuery(r, "escrowStatus", "retired", "limit", "cursor")
 	f := escrow.DeviceFilter{
 		Scope:        p.Scope(),
 		EscrowStatus: escrow.EscrowStatus(q.str("escrowStatus", 32)),
+		Retired:      q.boolean("retired"),
 		Cursor:       q.str("cursor", 1024),
 		Limit:        q.limit(100),
 	}
@@ -50,6 +52,32 @@ func (s *Server) devicesGet(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	d, err := s.store.GetDevice(r.Context(), p, deviceID)
+	if err != nil {
+		return err
+	}
+	return writeJSON(w, http.StatusOK, toDeviceJSON(d, true))
+}
+
+type retireRequest struct {
+	Reason string `json:"reason"`
+}
+
+// devicesRetire serves POST /api/devices/{deviceId}/retire: an admin takes a decommissioned or
+// wiped device out of service (store.RetireDevice says what that changes).
+func (s *Server) devicesRetire(w http.ResponseWriter, r *http.Request) error {
+	p := principal(r)
+	deviceID, err := pathDeviceID(r)
+	if err != nil {
+		return err
+	}
+	if err := s.authorize(r, p.CanAdminister(), escrow.ActionDeviceRetire, deviceID); err != nil {
+		return err
+	}
+	var req retireRequest
+	if err := decodeJSON(w, r, &req, false); err != nil {
+		return err
+	}
+	d, err := s.store.RetireDevice(r.Context(), origin(r, p), deviceID, strings.TrimSpace(req.Reason))
 	if err != nil {
 		return err
 	}

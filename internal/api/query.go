@@ -49,6 +49,18 @@ func (q *query) str(name string, max int) string {
 	return v
 }
 
+// boolean reads a true/false parameter; absent is false.
+func (q *query) boolean(name string) bool {
+	switch q.values.Get(name) {
+	case "", "false":
+		return false
+	case "true":
+		return true
+	}
+	q.fail(escrow.Errorf(escrow.CodeInvalid, "%s: must be true or false", name))
+	return false
+}
+
 // limit reads the page size: default 100, at most 1000.
 func (q *query) limit(def int) int {
 	v := q.values.Get("limit")

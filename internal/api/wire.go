@@ -87,6 +87,9 @@ type deviceJSON struct {
 	EnrolledAt         time.Time           `json:"enrolledAt"`
 	LastSeenAt         time.Time           `json:"lastSeenAt"`
 	LastReportAt       *time.Time          `json:"lastReportAt"`
+	RetiredAt          *time.Time          `json:"retiredAt"`
+	RetiredBy          string              `json:"retiredBy,omitempty"`
+	RetireReason       string              `json:"retireReason,omitempty"`
 	EscrowStatus       escrow.EscrowStatus `json:"escrowStatus"`
 	EscrowStatusReason string              `json:"escrowStatusReason,omitempty"`
 	Volumes            []volumeJSON        `json:"volumes,omitempty"`
@@ -97,6 +100,7 @@ func toDeviceJSON(d escrow.DeviceDetail, withVolumes bool) deviceJSON {
 		DeviceID: d.ID, DeviceName: d.Name, OwnerUPN: d.OwnerUPN, SerialNumber: d.SerialNumber, OSVersion: d.OSVersion,
 		Tags: d.Tags, EnrolledAt: d.EnrolledAt.UTC(), LastSeenAt: d.LastSeenAt.UTC(), LastReportAt: timeOrNull(d.ReportedAt),
 		EscrowStatus: d.Status.Status, EscrowStatusReason: d.Status.Why,
+		RetiredAt: timeOrNull(d.RetiredAt), RetiredBy: d.RetiredBy, RetireReason: d.RetireReason,
 	}
 	if j.Tags == nil {
 		j.Tags = []string{}
