@@ -12,14 +12,7 @@ func TestTakingAccessAway(t *testing.T) {
 	dir := t.TempDir()
 	r := start(t, dir, nil)
 	admin, _, _, _ := setUp(t, r.URL(), dir)
-	run := func(want int, args ...string) string {
-		t.Helper()
-		code, out, stderr := cli(t, dir, "", args...)
-		if code != want {
-			t.Fatalf("%v: exit %d, want %d: %s%s", args, code, want, out, stderr)
-		}
-		return out + stderr
-	}
+	run := cliRunner(t, dir)
 	run(0, "users", "add", "--email", "leaver@example.com", "--role", "helpdesk")
 	leaver := strings.TrimSpace(run(0, "tokens", "create", "--user", "leaver@example.com", "--name", "laptop"))
 	mustCall(t, 200, "GET", r.URL()+"/api/devices", leaver, "")

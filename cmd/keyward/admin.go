@@ -155,6 +155,31 @@ func enrollTokensCreate(ctx context.Context, args []string, env cliEnv) error {
 	return nil
 }
 
+// devicesRetire takes a decommissioned or wiped device out of service (store.RetireDevice).
+func devicesRetire(ctx context.Context, args []string, env cliEnv) error {
+	fs := newFlags("devices retire")
+	sf := addStoreFlags(fs)
+	id := fs.String("id", "", "the device's ID")
+	reason := fs.String("reason", "", "why the device is retired (kept in the audit trail)")
+	if err := parse(fs, args, env.getenv); err != nil {
+		return err
+	}
+	if *id == "" || strings.TrimSpace(*reason) == "" {
+		return exitError{2, "devices retire: give --id and --reason"}
+	}
+	db, err := openStore(ctx, fs, sf)
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	d, err := db.RetireDevice(ctx, cliOrigin(), *id, strings.TrimSpace(*reason))
+	if err != nil {
+		return exitError{1, "devices retire: " + escrow.ErrorMessage(err)}
+	}
+	fmt.Fprintf(env.stdout, "retired %s\t%s\t%s\n", d.ID, d.Name, d.RetiredAt.Format(time.RFC3339))
+	return nil
+}
+
 func auditVerify(ctx context.Context, args []string, env cliEnv) error {
 	fs := newFlags("audit verify")
 	sf := addStoreFlags(fs)

@@ -32,6 +32,7 @@ Usage:
   keyward enroll-tokens create [--uses N] [--expires DURATION]
   keyward enroll-tokens list
   keyward enroll-tokens revoke --id ID
+  keyward devices retire --id DEVICE_ID --reason TEXT
   keyward audit verify
   keyward audit export [--format json|ndjson|csv]
   keyward backup --out FILE [--master-key-file F]
@@ -51,6 +52,11 @@ Taking access away: "users disable" ends the person's portal sessions and refuse
 and API tokens until "users enable"; "tokens revoke" and "enroll-tokens revoke" take the ID the
 list commands show (the 16 hex digits after kwt_ or kwe_), never the token itself. Both apply
 at once on every server.
+
+Retiring a decommissioned or wiped device: "devices retire" refuses its device token at once,
+fails its open rotations and supersedes its keys, which stay viewable (audited) for the
+retention period and are then purged; the device leaves the device list, the escrow report and
+the metrics.
 
 backup writes a consistent snapshot, taken while servers run, to a new SQLite file and verifies
 it; restore copies a verified backup into an empty data directory or database. Both check the
@@ -120,6 +126,8 @@ func dispatch(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 		return enrollTokensList(ctx, rest[1:], env)
 	case cmd == "enroll-tokens" && sub == "revoke":
 		return enrollTokensRevoke(ctx, rest[1:], env)
+	case cmd == "devices" && sub == "retire":
+		return devicesRetire(ctx, rest[1:], env)
 	case cmd == "audit" && sub == "verify":
 		return auditVerify(ctx, rest[1:], env)
 	case cmd == "audit" && sub == "export":

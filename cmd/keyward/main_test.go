@@ -67,6 +67,19 @@ func cli(t *testing.T, dir, stdin string, args ...string) (int, string, string) 
 	return code, out.String(), errOut.String()
 }
 
+// cliRunner returns a function that runs a command on dir, fails the test unless it exits
+// with want, and returns what it printed.
+func cliRunner(t *testing.T, dir string) func(want int, args ...string) string {
+	return func(want int, args ...string) string {
+		t.Helper()
+		code, out, stderr := cli(t, dir, "", args...)
+		if code != want {
+			t.Fatalf("%v: exit %d, want %d: %s%s", args, code, want, out, stderr)
+		}
+		return out + stderr
+	}
+}
+
 func call(t testing.TB, method, url, token, body string) (int, []byte) {
 	t.Helper()
 	req, err := http.NewRequest(method, url, strings.NewReader(body))
