@@ -24,7 +24,7 @@ var auditActions = []string{
 	escrow.ActionUserCreate, escrow.ActionUserRole, escrow.ActionUserDisable, escrow.ActionUserEnable, escrow.ActionUserRead,
 	escrow.ActionTokenCreate, escrow.ActionTokenRevoke, escrow.ActionTokenRead,
 	escrow.ActionEnrollTokenCreate, escrow.ActionEnrollTokenRevoke, escrow.ActionEnrollTokenRead, escrow.ActionSettingsUpdate,
-	escrow.ActionDeviceRead, escrow.ActionMasterKeyRotate, escrow.ActionMasterKeyRetire,
+	escrow.ActionDeviceRead, escrow.ActionDeviceRetire, escrow.ActionMasterKeyRotate, escrow.ActionMasterKeyRetire,
 }
 
 var auditSources = []escrow.Source{escrow.SourceAdminPortal, escrow.SourceSelfService, escrow.SourceAPI, escrow.SourceAgent, escrow.SourceCLI, escrow.SourceSystem}

@@ -9,8 +9,9 @@ import (
 
 type deviceData struct {
 	layout
-	Device escrow.DeviceDetail
-	Tab    string
+	Device    escrow.DeviceDetail
+	Tab       string
+	CanRetire bool
 }
 
 // deviceShow serves GET /devices/{deviceId}: the device's Overview.
@@ -27,7 +28,9 @@ func (s *Server) deviceShow(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	return s.render(w, r, http.StatusOK, viewDeviceOverview, dev.Name, "devices", &deviceData{Device: dev, Tab: "overview"})
+	d := &deviceData{Device: dev, Tab: "overview", CanRetire: p.CanAdminister() && !dev.Retired()}
+	d.Notice = notice(r)
+	return s.render(w, r, http.StatusOK, viewDeviceOverview, dev.Name, "devices", d)
 }
 
 // pathDeviceID reads the {deviceId} path segment; anything that is not a device ID is no device.

@@ -27,6 +27,7 @@ const (
 	viewDeviceOverview view = "device_overview"
 	viewDeviceSecurity view = "device_security"
 	viewRotateConfirm  view = "rotate_confirm"
+	viewRetireConfirm  view = "retire_confirm"
 	viewAudit          view = "audit"
 	viewReport         view = "report"
 	viewSettings       view = "settings"
@@ -37,7 +38,7 @@ const (
 	viewSelfKey        view = "self_key"
 )
 
-var allViews = []view{viewError, viewSignIn, viewDevices, viewDeviceOverview, viewDeviceSecurity, viewRotateConfirm,
+var allViews = []view{viewError, viewSignIn, viewDevices, viewDeviceOverview, viewDeviceSecurity, viewRotateConfirm, viewRetireConfirm,
 	viewAudit, viewReport, viewSettings, viewUsers, viewTokens, viewTokenCreated, viewSelf, viewSelfKey}
 
 // layout is what every page's frame needs; each view's data embeds it.

@@ -31,6 +31,8 @@ func (s *Server) routes() []route {
 		{"POST /devices/{deviceId}/keys", s.signedIn(s.keyView)},
 		{"GET /devices/{deviceId}/rotate", s.signedIn(s.rotationConfirm)},
 		{"POST /devices/{deviceId}/rotate", s.signedIn(s.rotationSubmit)},
+		{"GET /devices/{deviceId}/retire", s.signedIn(s.retireConfirm)},
+		{"POST /devices/{deviceId}/retire", s.signedIn(s.retireSubmit)},
 
 		{"GET /audit", s.signedIn(s.auditList)},
 		{"GET /audit/export.csv", s.signedIn(s.auditExport)},

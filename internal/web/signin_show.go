@@ -22,6 +22,7 @@ var notices = map[string]string{
 	"role-changed":       "Role changed.",
 	"user-disabled":      "User disabled: their sessions have ended, and their sign-ins and API tokens are refused until they are enabled.",
 	"user-enabled":       "User enabled.",
+	"device-retired":     "Device retired: its token is refused, and its recovery keys are kept for the retention period, then purged.",
 }
 
 func notice(r *http.Request) string { return notices[r.URL.Query().Get("notice")] }
