@@ -48,6 +48,8 @@ func (s *Server) routes() []route {
 		{"GET /tokens", s.signedIn(s.tokenList)},
 		{"POST /tokens/api", s.signedIn(s.apiTokenCreate)},
 		{"POST /tokens/enrollment", s.signedIn(s.enrollmentTokenCreate)},
+		{"POST /tokens/api/{tokenId}/revoke", s.signedIn(s.apiTokenRevoke)},
+		{"POST /tokens/enrollment/{tokenId}/revoke", s.signedIn(s.enrollmentTokenRevoke)},
 
 		{"GET /my", s.signedIn(s.selfShow)},
 		{"POST /my/key", s.signedIn(s.selfKey)},

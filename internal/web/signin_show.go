@@ -15,14 +15,16 @@ type signinData struct {
 // notices are the confirmations a redirect may ask a page to show. Only these fixed texts can
 // appear: a notice is a code in the URL, never text from it.
 var notices = map[string]string{
-	"signed-out":         "You are signed out.",
-	"rotation-requested": "Rotation requested. The device will replace its recovery password the next time it checks in.",
-	"settings-saved":     "Settings saved.",
-	"user-created":       "User added.",
-	"role-changed":       "Role changed.",
-	"user-disabled":      "User disabled: their sessions have ended, and their sign-ins and API tokens are refused until they are enabled.",
-	"user-enabled":       "User enabled.",
-	"device-retired":     "Device retired: its token is refused, and its recovery keys are kept for the retention period, then purged.",
+	"signed-out":               "You are signed out.",
+	"rotation-requested":       "Rotation requested. The device will replace its recovery password the next time it checks in.",
+	"settings-saved":           "Settings saved.",
+	"user-created":             "User added.",
+	"role-changed":             "Role changed.",
+	"user-disabled":            "User disabled: their sessions have ended, and their sign-ins and API tokens are refused until they are enabled.",
+	"user-enabled":             "User enabled.",
+	"device-retired":           "Device retired: its token is refused, and its recovery keys are kept for the retention period, then purged.",
+	"api-token-revoked":        "API token revoked: it is refused from the next request on.",
+	"enrollment-token-revoked": "Enrollment token revoked: no device can enroll with it any more. Devices already enrolled keep working.",
 }
 
 func notice(r *http.Request) string { return notices[r.URL.Query().Get("notice")] }

@@ -59,6 +59,10 @@ type Store interface {
 	UpdateUser(ctx context.Context, o escrow.Origin, userID string, ch escrow.UserChange) (escrow.User, error)
 	CreateAPIToken(ctx context.Context, o escrow.Origin, email, name string) (escrow.Token, error)
 	CreateEnrollmentToken(ctx context.Context, o escrow.Origin, uses int64, validFor time.Duration) (escrow.EnrollmentToken, error)
+	ListAPITokens(ctx context.Context, email string) ([]escrow.APIToken, error)
+	RevokeAPIToken(ctx context.Context, o escrow.Origin, id, owner string) error
+	ListEnrollmentTokens(ctx context.Context) ([]escrow.EnrollmentTokenInfo, error)
+	RevokeEnrollmentToken(ctx context.Context, o escrow.Origin, id string) error
 }
 
 // Limit is a rate limit: at most Count attempts per Window.
