@@ -13,17 +13,23 @@ type deviceListData struct {
 	Query    string
 	Status   string
 	Statuses []escrow.EscrowStatus
+	Retired  bool // listing retired devices rather than those in service
 	Devices  []escrow.DeviceDetail
 	Next     string // URL of the next page, "" on the last
 	First    string // URL of the first page, "" on it
 	Error    string
 }
 
+// statusRetired is the status filter's choice that lists retired devices instead of those in
+// service.
+const statusRetired = "retired"
+
 // pageSize is how many rows a portal listing shows at once.
 const pageSize = 50
 
 // deviceList serves GET /devices: the devices in the caller's scope, searched by name, owner or
-// key ID prefix and filtered by escrow status, a page at a time with the store's cursors.
+// key ID prefix and filtered by escrow status, a page at a time with the store's cursors. Only
+// devices in service are listed, unless status=retired asks for the retired ones alone.
 func (s *Server) deviceList(w http.ResponseWriter, r *http.Request) error {
 	p := principal(r)
 	if err := s.authorize(r, isStaff(p), escrow.ActionDeviceRead, ""); err != nil {
@@ -34,7 +40,12 @@ func (s *Server) deviceList(w http.ResponseWriter, r *http.Request) error {
 		Statuses: []escrow.EscrowStatus{escrow.StatusEscrowed, escrow.StatusPending, escrow.StatusFailed, escrow.StatusNotAvailable}}
 	f := escrow.DeviceFilter{Scope: p.Scope(), EscrowStatus: escrow.EscrowStatus(d.Status), Cursor: q.Get("cursor"), Limit: pageSize}
 	status := http.StatusOK
-	if f.EscrowStatus != "" && !f.EscrowStatus.Valid() {
+	switch {
+	case d.Status == statusRetired:
+		// Retired devices have left the compliance views and have no escrow status that
+		// matters any more, so "retired" is a choice of its own rather than a second filter.
+		f.Retired, f.EscrowStatus, d.Retired = true, "", true
+	case f.EscrowStatus != "" && !f.EscrowStatus.Valid():
 		d.Status, f.EscrowStatus = "", ""
 	}
 	devices, next, err := s.store.SearchDevices(r.Context(), origin(r, p), f, d.Query)

@@ -40,7 +40,7 @@ func seed(t *testing.T) *seeded {
 func TestPagesRender(t *testing.T) {
 	s := seed(t)
 	id := s.aliceLaptop.ID
-	for _, path := range []string{"/devices", "/devices?q=LT-", "/devices?status=escrowed", "/devices/" + id, "/devices/" + id + "/security",
+	for _, path := range []string{"/devices", "/devices?q=LT-", "/devices?status=escrowed", "/devices?status=retired", "/devices/" + id, "/devices/" + id + "/security",
 		"/devices/" + id + "/rotate", "/audit", "/audit?action=key.read&source=admin_portal&since=2026-01-01&until=2026-12-31",
 		"/reports/escrow", "/settings", "/users", "/tokens", "/my"} {
 		t.Run(path, func(t *testing.T) {

@@ -65,6 +65,17 @@ func TestRetireDeviceInPortal(t *testing.T) {
 	if r := e.get("/devices", adminCookie).must(t, http.StatusOK); strings.Contains(r.body, "LT-WIPED") || !strings.Contains(r.body, "LT-KEPT") {
 		t.Errorf("device list after retiring: %s", shortBody(r.body))
 	}
+	// The Retired choice of the status filter lists it alone, with the date it was retired.
+	for _, c := range []string{adminCookie, hdCookie} {
+		r := e.get("/devices?status=retired", c).must(t, http.StatusOK)
+		if !strings.Contains(r.body, ">LT-WIPED<") || strings.Contains(r.body, "LT-KEPT") || !strings.Contains(r.body, "2026-11-25 09:00") ||
+			!strings.Contains(r.body, `<option value="retired" selected>`) {
+			t.Errorf("retired device list: %s", shortBody(r.body))
+		}
+	}
+	if r := e.get("/devices?status=escrowed", adminCookie).must(t, http.StatusOK); strings.Contains(r.body, "LT-WIPED") {
+		t.Errorf("the escrowed filter lists the retired device: %s", shortBody(r.body))
+	}
 	if r := e.get("/reports/escrow.csv", adminCookie).must(t, http.StatusOK); strings.Contains(r.body, gone.ID) {
 		t.Errorf("report CSV lists the retired device: %s", r.body)
 	}
