@@ -16,29 +16,22 @@ import (
 
 func usersList(ctx context.Context, args []string, env cliEnv) error {
 	fs := newFlags("users list")
-	sf := addStoreFlags(fs)
-	if err := parse(fs, args, env.getenv); err != nil {
-		return err
-	}
-	db, err := openStore(ctx, fs, sf)
-	if err != nil {
-		return err
-	}
-	defer db.Close()
-	users, err := db.ListUsers(ctx)
-	if err != nil {
-		return exitError{1, "users list: " + escrow.ErrorMessage(err)}
-	}
-	tw := tabwriter.NewWriter(env.stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "ID\tEMAIL\tROLE\tSTATE\tCREATED")
-	for _, u := range users {
-		state := "enabled"
-		if u.Disabled() {
-			state = "disabled " + u.DisabledAt.Format(time.RFC3339)
+	return onStore(ctx, fs, args, env, nil, func(db *store.DB) error {
+		users, err := db.ListUsers(ctx)
+		if err != nil {
+			return exitError{1, "users list: " + escrow.ErrorMessage(err)}
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", u.ID, u.Email, u.Role, state, u.CreatedAt.Format(time.RFC3339))
-	}
-	return tw.Flush()
+		tw := tabwriter.NewWriter(env.stdout, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "ID\tEMAIL\tROLE\tSTATE\tCREATED")
+		for _, u := range users {
+			state := "enabled"
+			if u.Disabled() {
+				state = "disabled " + u.DisabledAt.Format(time.RFC3339)
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", u.ID, u.Email, u.Role, state, u.CreatedAt.Format(time.RFC3339))
+		}
+		return tw.Flush()
+	})
 }
 
 // usersSetDisabled is "users disable" and "users enable".
@@ -48,56 +41,45 @@ func usersSetDisabled(ctx context.Context, args []string, env cliEnv, disable bo
 		name = "users disable"
 	}
 	fs := newFlags(name)
-	sf := addStoreFlags(fs)
 	email := fs.String("email", "", "the user's sign-in name")
-	if err := parse(fs, args, env.getenv); err != nil {
-		return err
+	check := func() error {
+		if *email == "" {
+			return exitError{2, name + ": give --email"}
+		}
+		return nil
 	}
-	if *email == "" {
-		return exitError{2, name + ": give --email"}
-	}
-	db, err := openStore(ctx, fs, sf)
-	if err != nil {
-		return err
-	}
-	defer db.Close()
-	u, _, err := db.UserCredentials(ctx, *email)
-	if err == nil {
-		u, err = db.UpdateUser(ctx, cliOrigin(), u.ID, escrow.UserChange{Disabled: &disable})
-	}
-	if err != nil {
-		return exitError{1, name + ": " + escrow.ErrorMessage(err)}
-	}
-	state := "enabled"
-	if u.Disabled() {
-		state = "disabled"
-	}
-	fmt.Fprintf(env.stdout, "%s\t%s\t%s\n", u.ID, u.Email, state)
-	return nil
+	return onStore(ctx, fs, args, env, check, func(db *store.DB) error {
+		u, _, err := db.UserCredentials(ctx, *email)
+		if err == nil {
+			u, err = db.UpdateUser(ctx, cliOrigin(), u.ID, escrow.UserChange{Disabled: &disable})
+		}
+		if err != nil {
+			return exitError{1, name + ": " + escrow.ErrorMessage(err)}
+		}
+		state := "enabled"
+		if u.Disabled() {
+			state = "disabled"
+		}
+		fmt.Fprintf(env.stdout, "%s\t%s\t%s\n", u.ID, u.Email, state)
+		return nil
+	})
 }
 
 func tokensList(ctx context.Context, args []string, env cliEnv) error {
 	fs := newFlags("tokens list")
-	sf := addStoreFlags(fs)
 	email := fs.String("user", "", "only this user's tokens (email)")
-	if err := parse(fs, args, env.getenv); err != nil {
-		return err
-	}
-	db, err := openStore(ctx, fs, sf)
-	if err != nil {
-		return err
-	}
-	defer db.Close()
-	tokens, err := db.ListAPITokens(ctx, *email)
-	if err != nil {
-		return exitError{1, "tokens list: " + escrow.ErrorMessage(err)}
-	}
-	tw := tabwriter.NewWriter(env.stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "ID\tUSER\tNAME\tCREATED\tLAST USED\tREVOKED")
-	for _, t := range tokens {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", t.ID, t.UserEmail, strconv.Quote(t.Name), t.CreatedAt.Format(time.RFC3339), orDash(t.LastUsedAt), orDash(t.RevokedAt))
-	}
-	return tw.Flush()
+	return onStore(ctx, fs, args, env, nil, func(db *store.DB) error {
+		tokens, err := db.ListAPITokens(ctx, *email)
+		if err != nil {
+			return exitError{1, "tokens list: " + escrow.ErrorMessage(err)}
+		}
+		tw := tabwriter.NewWriter(env.stdout, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "ID\tUSER\tNAME\tCREATED\tLAST USED\tREVOKED")
+		for _, t := range tokens {
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", t.ID, t.UserEmail, strconv.Quote(t.Name), t.CreatedAt.Format(time.RFC3339), orDash(t.LastUsedAt), orDash(t.RevokedAt))
+		}
+		return tw.Flush()
+	})
 }
 
 func orDash(t time.Time) string {
@@ -111,25 +93,22 @@ func orDash(t time.Time) string {
 // token itself, so the secret stays out of shell histories and process lists.
 func revokeCmd(ctx context.Context, name string, args []string, env cliEnv, revoke func(ctx context.Context, db *store.DB, id string) error) error {
 	fs := newFlags(name)
-	sf := addStoreFlags(fs)
 	id := fs.String("id", "", "the token's ID (the 16 hex digits after kwt_ or kwe_, as the list shows)")
-	if err := parse(fs, args, env.getenv); err != nil {
-		return err
+	var tokenID string
+	check := func() error {
+		var ok bool
+		if tokenID, ok = escrow.ParseTokenID(*id); !ok {
+			return exitError{2, name + ": --id must be a token ID: 16 hex digits"}
+		}
+		return nil
 	}
-	tokenID, ok := escrow.ParseTokenID(*id)
-	if !ok {
-		return exitError{2, name + ": --id must be a token ID: 16 hex digits"}
-	}
-	db, err := openStore(ctx, fs, sf)
-	if err != nil {
-		return err
-	}
-	defer db.Close()
-	if err := revoke(ctx, db, tokenID); err != nil {
-		return exitError{1, name + ": " + escrow.ErrorMessage(err)}
-	}
-	fmt.Fprintf(env.stdout, "revoked %s\n", tokenID)
-	return nil
+	return onStore(ctx, fs, args, env, check, func(db *store.DB) error {
+		if err := revoke(ctx, db, tokenID); err != nil {
+			return exitError{1, name + ": " + escrow.ErrorMessage(err)}
+		}
+		fmt.Fprintf(env.stdout, "revoked %s\n", tokenID)
+		return nil
+	})
 }
 
 func tokensRevoke(ctx context.Context, args []string, env cliEnv) error {
@@ -146,27 +125,20 @@ func enrollTokensRevoke(ctx context.Context, args []string, env cliEnv) error {
 
 func enrollTokensList(ctx context.Context, args []string, env cliEnv) error {
 	fs := newFlags("enroll-tokens list")
-	sf := addStoreFlags(fs)
-	if err := parse(fs, args, env.getenv); err != nil {
-		return err
-	}
-	db, err := openStore(ctx, fs, sf)
-	if err != nil {
-		return err
-	}
-	defer db.Close()
-	tokens, err := db.ListEnrollmentTokens(ctx)
-	if err != nil {
-		return exitError{1, "enroll-tokens list: " + escrow.ErrorMessage(err)}
-	}
-	tw := tabwriter.NewWriter(env.stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "ID\tUSES LEFT\tEXPIRES\tCREATED BY\tCREATED\tREVOKED")
-	for _, t := range tokens {
-		uses := "unlimited"
-		if t.UsesLeft != nil {
-			uses = strconv.FormatInt(*t.UsesLeft, 10)
+	return onStore(ctx, fs, args, env, nil, func(db *store.DB) error {
+		tokens, err := db.ListEnrollmentTokens(ctx)
+		if err != nil {
+			return exitError{1, "enroll-tokens list: " + escrow.ErrorMessage(err)}
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", t.ID, uses, orDash(t.ExpiresAt), t.CreatedBy, t.CreatedAt.Format(time.RFC3339), orDash(t.RevokedAt))
-	}
-	return tw.Flush()
+		tw := tabwriter.NewWriter(env.stdout, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "ID\tUSES LEFT\tEXPIRES\tCREATED BY\tCREATED\tREVOKED")
+		for _, t := range tokens {
+			uses := "unlimited"
+			if t.UsesLeft != nil {
+				uses = strconv.FormatInt(*t.UsesLeft, 10)
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", t.ID, uses, orDash(t.ExpiresAt), t.CreatedBy, t.CreatedAt.Format(time.RFC3339), orDash(t.RevokedAt))
+		}
+		return tw.Flush()
+	})
 }

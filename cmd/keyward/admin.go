@@ -30,6 +30,27 @@ func addStoreFlags(fs *flag.FlagSet) storeFlags {
 	}
 }
 
+// onStore finishes an admin command that works on the database: it adds the store's flags to
+// fs, reads the arguments and environment, lets check refuse bad input before anything is
+// opened (nil: nothing to check), then opens the store, runs run on it and closes it.
+func onStore(ctx context.Context, fs *flag.FlagSet, args []string, env cliEnv, check func() error, run func(db *store.DB) error) error {
+	sf := addStoreFlags(fs)
+	if err := parse(fs, args, env.getenv); err != nil {
+		return err
+	}
+	if check != nil {
+		if err := check(); err != nil {
+			return err
+		}
+	}
+	db, err := openStore(ctx, fs, sf)
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	return run(db)
+}
+
 // openStore opens the database for an admin command. Admin commands never need the master key:
 // they manage people and tokens and read the audit trail, never key material. They can run
 // while servers do.
@@ -65,23 +86,21 @@ func cliOrigin() escrow.Origin {
 
 func usersAdd(ctx context.Context, args []string, env cliEnv) error {
 	fs := newFlags("users add")
-	sf := addStoreFlags(fs)
 	email := fs.String("email", "", "the user's sign-in name")
 	role := fs.String("role", "", "admin, helpdesk, auditor or user")
 	scope := fs.String("scope-tags", "", "helpdesk only: comma-separated device tags the user may act on")
 	pwStdin := fs.Bool("password-stdin", false, "read a sign-in password from standard input")
-	if err := parse(fs, args, env.getenv); err != nil {
-		return err
-	}
-	nu := escrow.NewUser{Email: *email, Role: escrow.Role(*role)}
-	if *scope != "" {
-		for _, t := range strings.Split(*scope, ",") {
+	var nu escrow.NewUser
+	check := func() error {
+		nu = escrow.NewUser{Email: *email, Role: escrow.Role(*role)}
+		for t := range strings.SplitSeq(*scope, ",") {
 			if t = strings.TrimSpace(t); t != "" {
 				nu.ScopeTags = append(nu.ScopeTags, t)
 			}
 		}
-	}
-	if *pwStdin {
+		if !*pwStdin {
+			return nil
+		}
 		line, err := bufio.NewReader(env.stdin).ReadString('\n')
 		if err != nil && line == "" {
 			return exitError{1, "users add: no password on standard input"}
@@ -91,145 +110,118 @@ func usersAdd(ctx context.Context, args []string, env cliEnv) error {
 			return exitError{1, "users add: " + err.Error()}
 		}
 		nu.PasswordHash = h
+		return nil
 	}
-	db, err := openStore(ctx, fs, sf)
-	if err != nil {
-		return err
-	}
-	defer db.Close()
-	u, err := db.CreateUser(ctx, cliOrigin(), nu)
-	if err != nil {
-		return exitError{1, "users add: " + escrow.ErrorMessage(err)}
-	}
-	fmt.Fprintf(env.stdout, "%s\t%s\t%s\n", u.ID, u.Email, u.Role)
-	return nil
+	return onStore(ctx, fs, args, env, check, func(db *store.DB) error {
+		u, err := db.CreateUser(ctx, cliOrigin(), nu)
+		if err != nil {
+			return exitError{1, "users add: " + escrow.ErrorMessage(err)}
+		}
+		fmt.Fprintf(env.stdout, "%s\t%s\t%s\n", u.ID, u.Email, u.Role)
+		return nil
+	})
 }
 
 func tokensCreate(ctx context.Context, args []string, env cliEnv) error {
 	fs := newFlags("tokens create")
-	sf := addStoreFlags(fs)
 	email := fs.String("user", "", "the email of the user the token acts for")
 	name := fs.String("name", "", "a name to recognise the token by")
-	if err := parse(fs, args, env.getenv); err != nil {
-		return err
-	}
-	db, err := openStore(ctx, fs, sf)
-	if err != nil {
-		return err
-	}
-	defer db.Close()
-	tok, err := db.CreateAPIToken(ctx, cliOrigin(), *email, *name)
-	if err != nil {
-		return exitError{1, "tokens create: " + escrow.ErrorMessage(err)}
-	}
-	fmt.Fprintln(env.stdout, tok.String())
-	return nil
+	return onStore(ctx, fs, args, env, nil, func(db *store.DB) error {
+		tok, err := db.CreateAPIToken(ctx, cliOrigin(), *email, *name)
+		if err != nil {
+			return exitError{1, "tokens create: " + escrow.ErrorMessage(err)}
+		}
+		fmt.Fprintln(env.stdout, tok.String())
+		return nil
+	})
 }
 
 func enrollTokensCreate(ctx context.Context, args []string, env cliEnv) error {
 	fs := newFlags("enroll-tokens create")
-	sf := addStoreFlags(fs)
 	uses := fs.Int64("uses", 0, "how many devices may enroll with it (0: unlimited)")
 	expires := fs.String("expires", "", "how long it is valid, like 7d or 36h (empty: no expiry)")
-	if err := parse(fs, args, env.getenv); err != nil {
-		return err
-	}
 	var validFor time.Duration
-	if *expires != "" {
+	check := func() error {
+		if *expires == "" {
+			return nil
+		}
 		d, err := escrow.ParseDuration(*expires)
 		if err != nil || d < time.Second {
 			return exitError{2, "enroll-tokens create: --expires must be a duration of at least 1s, like 7d or 36h"}
 		}
 		validFor = d
+		return nil
 	}
-	db, err := openStore(ctx, fs, sf)
-	if err != nil {
-		return err
-	}
-	defer db.Close()
-	t, err := db.CreateEnrollmentToken(ctx, cliOrigin(), *uses, validFor)
-	if err != nil {
-		return exitError{1, "enroll-tokens create: " + escrow.ErrorMessage(err)}
-	}
-	fmt.Fprintln(env.stdout, t.Token.String())
-	return nil
+	return onStore(ctx, fs, args, env, check, func(db *store.DB) error {
+		t, err := db.CreateEnrollmentToken(ctx, cliOrigin(), *uses, validFor)
+		if err != nil {
+			return exitError{1, "enroll-tokens create: " + escrow.ErrorMessage(err)}
+		}
+		fmt.Fprintln(env.stdout, t.Token.String())
+		return nil
+	})
 }
 
 // devicesRetire takes a decommissioned or wiped device out of service (store.RetireDevice).
 func devicesRetire(ctx context.Context, args []string, env cliEnv) error {
 	fs := newFlags("devices retire")
-	sf := addStoreFlags(fs)
 	id := fs.String("id", "", "the device's ID")
 	reason := fs.String("reason", "", "why the device is retired (kept in the audit trail)")
-	if err := parse(fs, args, env.getenv); err != nil {
-		return err
+	check := func() error {
+		if *id == "" || strings.TrimSpace(*reason) == "" {
+			return exitError{2, "devices retire: give --id and --reason"}
+		}
+		return nil
 	}
-	if *id == "" || strings.TrimSpace(*reason) == "" {
-		return exitError{2, "devices retire: give --id and --reason"}
-	}
-	db, err := openStore(ctx, fs, sf)
-	if err != nil {
-		return err
-	}
-	defer db.Close()
-	d, err := db.RetireDevice(ctx, cliOrigin(), *id, strings.TrimSpace(*reason))
-	if err != nil {
-		return exitError{1, "devices retire: " + escrow.ErrorMessage(err)}
-	}
-	fmt.Fprintf(env.stdout, "retired %s\t%s\t%s\n", d.ID, d.Name, d.RetiredAt.Format(time.RFC3339))
-	return nil
+	return onStore(ctx, fs, args, env, check, func(db *store.DB) error {
+		d, err := db.RetireDevice(ctx, cliOrigin(), *id, strings.TrimSpace(*reason))
+		if err != nil {
+			return exitError{1, "devices retire: " + escrow.ErrorMessage(err)}
+		}
+		fmt.Fprintf(env.stdout, "retired %s\t%s\t%s\n", d.ID, d.Name, d.RetiredAt.Format(time.RFC3339))
+		return nil
+	})
 }
 
 func auditVerify(ctx context.Context, args []string, env cliEnv) error {
-	fs := newFlags("audit verify")
-	sf := addStoreFlags(fs)
-	if err := parse(fs, args, env.getenv); err != nil {
-		return err
-	}
-	db, err := openStore(ctx, fs, sf)
-	if err != nil {
-		return err
-	}
-	defer db.Close()
-	n, err := db.VerifyAudit(ctx)
-	if broken, ok := errors.AsType[*audit.BrokenError](err); ok {
-		return exitError{1, broken.Error()}
-	}
-	if err != nil {
-		return err
-	}
-	fmt.Fprintf(env.stdout, "audit chain intact: %d events\n", n)
-	return nil
+	return onStore(ctx, newFlags("audit verify"), args, env, nil, func(db *store.DB) error {
+		n, err := db.VerifyAudit(ctx)
+		if broken, ok := errors.AsType[*audit.BrokenError](err); ok {
+			return exitError{1, broken.Error()}
+		}
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(env.stdout, "audit chain intact: %d events\n", n)
+		return nil
+	})
 }
 
 func auditExport(ctx context.Context, args []string, env cliEnv) error {
 	fs := newFlags("audit export")
-	sf := addStoreFlags(fs)
 	format := fs.String("format", "ndjson", "json, ndjson or csv")
-	if err := parse(fs, args, env.getenv); err != nil {
-		return err
+	var f string
+	check := func() error {
+		var err error
+		if f, err = audit.ParseFormat(*format); err != nil {
+			return exitError{2, "audit export: " + escrow.ErrorMessage(err)}
+		}
+		return nil
 	}
-	f, err := audit.ParseFormat(*format)
-	if err != nil {
-		return exitError{2, "audit export: " + escrow.ErrorMessage(err)}
-	}
-	db, err := openStore(ctx, fs, sf)
-	if err != nil {
-		return err
-	}
-	defer db.Close()
-	out := bufio.NewWriter(env.stdout)
-	w, err := audit.NewWriter(f, out)
-	if err != nil {
-		return err
-	}
-	if err := db.ListAudit(ctx, escrow.AuditFilter{}, w.Write); err != nil {
-		return err
-	}
-	if err := w.Close(""); err != nil {
-		return err
-	}
-	return out.Flush()
+	return onStore(ctx, fs, args, env, check, func(db *store.DB) error {
+		out := bufio.NewWriter(env.stdout)
+		w, err := audit.NewWriter(f, out)
+		if err != nil {
+			return err
+		}
+		if err := db.ListAudit(ctx, escrow.AuditFilter{}, w.Write); err != nil {
+			return err
+		}
+		if err := w.Close(""); err != nil {
+			return err
+		}
+		return out.Flush()
+	})
 }
 
 // migrateStore copies an installation between SQLite and PostgreSQL, then verifies the copy:
