@@ -14,7 +14,7 @@ import (
 // device or key, and a scrape every 15 seconds would bury the events that matter. A refused
 // scrape is audited like any refused request (a bad token, a role that may not).
 func (s *Server) metricsGet(w http.ResponseWriter, r *http.Request) error {
-	if err := s.authorize(r, principal(r).CanReadMetrics(), "metrics.read", ""); err != nil {
+	if err := s.authorize(r, principal(r).CanReadMetrics(), escrow.ActionMetricsRead, ""); err != nil {
 		return err
 	}
 	if s.metrics == nil {

@@ -74,6 +74,7 @@ const (
 	ActionEnrollTokenRead   = "enrollment_token.read"
 	ActionDeviceRead        = "device.read"
 	ActionDeviceRetire      = "device.retire"
+	ActionMetricsRead       = "metrics.read" // recorded only when refused
 	ActionStoreBackup       = "store.backup"
 	ActionStoreRestore      = "store.restore"
 	ActionMasterKeyRotate   = "masterkey.rotate"
