@@ -67,6 +67,13 @@ func CheckText(name, value string, required bool, max int) error {
 	if strings.ContainsFunc(value, unicode.IsControl) {
 		return Errorf(CodeInvalid, "%s: contains control characters", name)
 	}
+	// Format characters (category Cf: bidirectional overrides such as U+202E, zero-width
+	// spaces and joiners, the byte-order mark) are invisible or reorder what follows them, so
+	// "LT-0042" and a look-alike would render the same in the portal and the audit trail.
+	if i := strings.IndexFunc(value, func(r rune) bool { return unicode.Is(unicode.Cf, r) }); i >= 0 {
+		r, _ := utf8.DecodeRuneInString(value[i:])
+		return Errorf(CodeInvalid, "%s: contains an invisible formatting character (U+%04X)", name, r)
+	}
 	return nil
 }
 
