@@ -61,7 +61,7 @@ type Server struct {
 // NewServer returns a server with the defaults of `keyward serve`.
 func NewServer() *Server {
 	return &Server{DataDir: "./keyward-data", Listen: "127.0.0.1:8080", LogLevel: "info", JobsInterval: 30 * time.Second,
-		OIDCScopes: "openid,email,profile", OIDCRoleClaim: "groups", OIDCDefaultRole: "user"}
+		OIDCScopes: "openid,email,profile,groups", OIDCRoleClaim: "groups", OIDCDefaultRole: "user"}
 }
 
 // ParseFlags reads the serve command's flags and environment.

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/keyward/keyward/internal/escrow"
 )
@@ -158,7 +159,7 @@ func (s *Server) authenticate(r *http.Request, kind escrow.TokenKind) (escrow.Pr
 		o := origin(r, escrow.Principal{Actor: escrow.Actor{Type: escrow.ActorToken, ID: tok.ID}})
 		n, wait := s.authFailures.hit(o.IP)
 		e := o.Event(escrow.ActionAuth, escrow.OutcomeDenied)
-		e.Detail = "invalid token for " + r.Method + " " + r.URL.Path
+		e.Detail = "invalid token for " + cleanHeader(r.Method, 32) + " " + cleanHeader(r.URL.Path, 512)
 		if wait > 0 {
 			if n > authFailureLimit+1 {
 				return p, rateLimited{wait}
@@ -210,17 +211,16 @@ func origin(r *http.Request, p escrow.Principal) escrow.Origin {
 	return escrow.Origin{Actor: p.Actor, Source: src, IP: ip, UserAgent: cleanHeader(r.UserAgent(), 256)}
 }
 
-// cleanHeader makes a client-supplied header safe to keep in the audit trail.
+// cleanHeader makes text from outside (a header, a path, a claim) safe to keep in the audit
+// trail: cut to max bytes on a character boundary, then control and format characters and
+// invalid UTF-8 escaped (escrow.CleanText), so a terminal or log viewer shows them instead of
+// acting on them.
 func cleanHeader(s string, max int) string {
-	s = strings.ToValidUTF8(s, "?")
-	s = strings.Map(func(r rune) rune {
-		if r < 0x20 || r == 0x7f {
-			return -1
-		}
-		return r
-	}, s)
 	if len(s) > max {
-		s = strings.ToValidUTF8(s[:max], "")
+		for max > 0 && !utf8.RuneStart(s[max]) {
+			max--
+		}
+		s = s[:max]
 	}
-	return s
+	return escrow.CleanText(s)
 }

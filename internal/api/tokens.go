@@ -2,7 +2,6 @@ package api
 
 import (
 	"net/http"
-	"strings"
 	"time"
 
 	"github.com/keyward/keyward/internal/escrow"
@@ -43,9 +42,15 @@ func (s *Server) tokensList(w http.ResponseWriter, r *http.Request) error {
 	if q.err != nil {
 		return q.err
 	}
+	if user != "" {
+		var err error
+		if user, err = escrow.CanonicalName("user", user); err != nil {
+			return err
+		}
+	}
 	out := listJSON[apiTokenJSON]{Items: []apiTokenJSON{}}
 	if !p.CanAdminister() {
-		if user != "" && !strings.EqualFold(strings.TrimSpace(user), p.Email) {
+		if user != "" && !escrow.SameName(user, p.Email) {
 			return writeJSON(w, http.StatusOK, out)
 		}
 		user = p.Email
@@ -81,17 +86,21 @@ func (s *Server) tokensCreate(w http.ResponseWriter, r *http.Request) error {
 	if err := escrow.CheckText("name", req.Name, false, 200); err != nil {
 		return err
 	}
-	if req.UserEmail == "" {
-		req.UserEmail = p.Email
+	user := p.Email
+	if req.UserEmail != "" {
+		var err error
+		if user, err = escrow.CanonicalName("userEmail", req.UserEmail); err != nil {
+			return err
+		}
 	}
-	tok, err := s.store.CreateAPIToken(r.Context(), origin(r, p), req.UserEmail, req.Name)
+	tok, err := s.store.CreateAPIToken(r.Context(), origin(r, p), user, req.Name)
 	if escrow.ErrorCode(err) == escrow.CodeNotFound {
 		return escrow.Errorf(escrow.CodeInvalid, "userEmail: no user with this email")
 	}
 	if err != nil {
 		return err
 	}
-	out := apiTokenCreatedJSON{ID: tok.ID, Token: tok.String(), UserEmail: strings.TrimSpace(req.UserEmail), Name: req.Name}
+	out := apiTokenCreatedJSON{ID: tok.ID, Token: tok.String(), UserEmail: user, Name: req.Name}
 	return writeJSON(w, http.StatusCreated, out)
 }
 

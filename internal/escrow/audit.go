@@ -67,6 +67,8 @@ const (
 	ActionUserRole          = "user.role"
 	ActionUserDisable       = "user.disable"
 	ActionUserEnable        = "user.enable"
+	ActionUserSSOLink       = "user.sso_link"       // a person linked to a single sign-on identity
+	ActionUserSSOLinkAllow  = "user.sso_link_allow" // an admin allowed a password account's link
 	ActionUserRead          = "user.read"
 	ActionTokenRevoke       = "token.revoke"
 	ActionTokenRead         = "token.read"

@@ -4,7 +4,6 @@
 package escrow
 
 import (
-	"strings"
 	"time"
 )
 
@@ -259,6 +258,3 @@ type Command struct {
 	VolumeID string
 	KeyID    string
 }
-
-// EqualFoldUPN compares two user principal names the way Windows does: without regard to case.
-func EqualFoldUPN(a, b string) bool { return a != "" && strings.EqualFold(a, b) }

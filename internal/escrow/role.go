@@ -49,7 +49,7 @@ func (s Scope) Allows(d Device) bool {
 	case s.All:
 		return true
 	case s.OwnerUPN != "":
-		return EqualFoldUPN(s.OwnerUPN, d.OwnerUPN)
+		return SameName(s.OwnerUPN, d.OwnerUPN)
 	case len(s.Tags) > 0:
 		for _, t := range d.Tags {
 			if slices.Contains(s.Tags, t) {

@@ -197,23 +197,28 @@ func TestRoleValid(t *testing.T) {
 	}
 }
 
-func TestEqualFoldUPN(t *testing.T) {
+// TestScopeOwnerMatch holds the owner scope to the one comparison of names: ASCII case is
+// ignored, look-alikes that Unicode case folding would match are not, and "no owner" matches
+// nobody.
+func TestScopeOwnerMatch(t *testing.T) {
 	tests := []struct {
-		name string
-		a, b string
-		want bool
+		name         string
+		email, owner string
+		want         bool
 	}{
 		{"same", "alice@example.com", "alice@example.com", true},
-		{"case differs", "Alice@Example.com", "aLICE@example.COM", true},
+		{"ASCII case differs", "Alice@Example.com", "aLICE@example.COM", true},
 		{"different users", "alice@example.com", "bob@example.com", false},
-		{"both empty never match", "", "", false},
-		{"empty against a name", "", "alice@example.com", false},
-		{"a name against empty", "alice@example.com", "", false},
+		{"empty owner never matches", "alice@example.com", "", false},
+		{"long s look-alike", "\u017fam@example.com", "sam@example.com", false},
+		{"long s look-alike as the owner", "sam@example.com", "\u017fam@example.com", false},
+		{"kelvin sign look-alike", "\u212aeith@example.com", "keith@example.com", false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			if got := escrow.EqualFoldUPN(tt.a, tt.b); got != tt.want {
-				t.Errorf("EqualFoldUPN(%q, %q) = %v, want %v", tt.a, tt.b, got, tt.want)
+			p := escrow.Principal{Role: escrow.RoleUser, Email: tt.email}
+			if got := p.Scope().Allows(escrow.Device{OwnerUPN: tt.owner}); got != tt.want {
+				t.Errorf("user %q, device owner %q: Allows = %v, want %v", tt.email, tt.owner, got, tt.want)
 			}
 		})
 	}

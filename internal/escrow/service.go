@@ -36,10 +36,26 @@ func (en Enrollment) Validate() error {
 			return err
 		}
 	}
-	if en.OwnerUPN != "" && !strings.Contains(en.OwnerUPN, "@") {
+	if en.OwnerUPN == "" {
+		return nil
+	}
+	owner, err := CanonicalName("ownerUpn", en.OwnerUPN)
+	if err != nil {
+		return err
+	}
+	if !strings.Contains(owner, "@") {
 		return Errorf(CodeInvalid, "ownerUpn: must be a user principal name like alice@example.com")
 	}
 	return nil
+}
+
+// CanonicalOwner returns the enrollment's owner UPN in canonical form, "" for none. Errors: as
+// Validate's for ownerUpn.
+func (en Enrollment) CanonicalOwner() (string, error) {
+	if en.OwnerUPN == "" {
+		return "", nil
+	}
+	return CanonicalName("ownerUpn", en.OwnerUPN)
 }
 
 // Enrolled is what the device receives: its ID, its token (shown once) and the key it proves
@@ -263,6 +279,21 @@ type User struct {
 
 // Disabled reports whether the person's access is taken away.
 func (u User) Disabled() bool { return !u.DisabledAt.IsZero() }
+
+// SSOSignOn is what a verified ID token says about the person signing on.
+type SSOSignOn struct {
+	// Issuer and Subject ("iss" and "sub") are the person's identity at the provider: the
+	// only thing a later sign-on finds them by.
+	Issuer, Subject string
+	// Email is the email claim ("" when there is none) and EmailVerified whether the token
+	// carried email_verified as exactly true. Only a verified email creates or links a person.
+	Email         string
+	EmailVerified bool
+	// Role is the role the claims map to, or the default role. RoleClaimed is false when the
+	// token carries no role claim at all: an existing person then keeps their role.
+	Role        Role
+	RoleClaimed bool
+}
 
 // UserChange is a change to a user; nil fields stay as they are.
 type UserChange struct {

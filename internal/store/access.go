@@ -146,7 +146,7 @@ func actsAs(o escrow.Origin, u escrow.User) bool {
 	case escrow.ActorUser:
 		return o.Actor.ID == u.ID
 	case escrow.ActorToken:
-		return strings.EqualFold(o.Actor.Name, u.Email)
+		return escrow.SameName(o.Actor.Name, u.Email)
 	}
 	return false
 }
@@ -160,7 +160,7 @@ func (db *DB) ListAPITokens(ctx context.Context, email string) ([]escrow.APIToke
 	var args []any
 	if email != "" {
 		query += ` WHERE u.email_key = $1`
-		args = append(args, strings.ToLower(strings.TrimSpace(email)))
+		args = append(args, nameKey(email))
 	}
 	var out []escrow.APIToken
 	err := db.read(ctx, func(tx *sql.Tx) error {
@@ -202,7 +202,7 @@ func (db *DB) RevokeAPIToken(ctx context.Context, o escrow.Origin, id, owner str
 		if err != nil {
 			return err
 		}
-		if owner != "" && !strings.EqualFold(owner, email) {
+		if owner != "" && !escrow.SameName(owner, email) {
 			denied = true
 			e := o.Event(escrow.ActionTokenRevoke, escrow.OutcomeDenied)
 			e.Detail = "API token " + id + " belongs to someone else"

@@ -16,6 +16,7 @@ import (
 // get consecutive seq numbers in commit order, and the event commits or rolls back with the
 // change it records.
 func (db *DB) appendEvent(ctx context.Context, tx dbtx, e escrow.AuditEvent) error {
+	e = cleanEvent(e)
 	var seq int64
 	var prev []byte
 	// The UPDATE takes the row lock first (SELECT ... FOR UPDATE is not portable); concurrent

@@ -18,6 +18,10 @@ func (db *DB) Enroll(ctx context.Context, o escrow.Origin, enrollToken escrow.To
 	if err := en.Validate(); err != nil {
 		return escrow.Enrolled{}, err
 	}
+	owner, err := en.CanonicalOwner()
+	if err != nil {
+		return escrow.Enrolled{}, err
+	}
 	id, err := db.newID()
 	if err != nil {
 		return escrow.Enrolled{}, err
@@ -70,7 +74,7 @@ func (db *DB) Enroll(ctx context.Context, o escrow.Origin, enrollToken escrow.To
 		if _, err := tx.ExecContext(ctx, `INSERT INTO devices (id, name, owner_upn, owner_key, serial_number, os_version,
 			token_id, token_hash, verification_key, verification_key_wrap, enrolled_at, last_seen_at)
 			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $11)`,
-			id, en.Hostname, en.OwnerUPN, strings.ToLower(en.OwnerUPN), en.SerialNumber, en.OSVersion,
+			id, en.Hostname, owner, owner, en.SerialNumber, en.OSVersion,
 			devTok.ID, devTok.SecretHash(), sealedVK.Ciphertext, sealedVK.WrappedKey, micros(now)); err != nil {
 			return err
 		}
@@ -310,7 +314,11 @@ func scopeWhere(s escrow.Scope, alias string) ([]string, []any) {
 	case s.All:
 		return nil, nil
 	case s.OwnerUPN != "":
-		return []string{alias + ".owner_key = $1"}, []any{strings.ToLower(s.OwnerUPN)}
+		// The one comparison of an owner with a sign-in name: owner_key = canonical(email). A
+		// name without a canonical form owns nothing (and never the devices without an owner).
+		if key := nameKey(s.OwnerUPN); key != "" {
+			return []string{alias + ".owner_key = $1"}, []any{key}
+		}
 	case len(s.Tags) > 0:
 		return []string{alias + ".id IN (SELECT device_id FROM device_tags WHERE tag IN (" + placeholders(1, len(s.Tags)) + "))"}, anys(s.Tags)
 	}

@@ -26,7 +26,8 @@ const (
 const sessionTouchEvery = time.Minute
 
 // UserCredentials returns the user with the sign-in name and the argon2id hash of their
-// password ("" for a user who signs in only through single sign-on). A disabled user is
+// password ("" for a user who signs in only through single sign-on). A name with no canonical
+// form (escrow.CanonicalName) is nobody's. A disabled user is
 // returned too, with DisabledAt set: the caller must refuse them. Errors: CodeNotFound.
 func (db *DB) UserCredentials(ctx context.Context, email string) (escrow.User, string, error) {
 	var u escrow.User
@@ -34,7 +35,7 @@ func (db *DB) UserCredentials(ctx context.Context, email string) (escrow.User, s
 	var created int64
 	var disabled sql.NullInt64
 	err := db.ro.QueryRowContext(ctx, `SELECT id, email, role, scope_tags, password_hash, created_at, disabled_at FROM users WHERE email_key = $1`,
-		strings.ToLower(strings.TrimSpace(email))).Scan(&u.ID, &u.Email, &role, &tags, &hash, &created, &disabled)
+		nameKey(email)).Scan(&u.ID, &u.Email, &role, &tags, &hash, &created, &disabled)
 	if errors.Is(err, sql.ErrNoRows) {
 		return u, "", errNoUser
 	}
@@ -146,71 +147,19 @@ func (db *DB) EndSession(ctx context.Context, o escrow.Origin, tokenHash []byte)
 	})
 }
 
-// SSOUser returns the user a single sign-on vouched for, creating them on their first sign-in
-// and otherwise setting their role to the one the identity provider's claims map to: with
-// single sign-on the provider's groups are the source of truth, so removing someone from a
-// group takes their role away at their next sign-in. Each change is audited in the same
-// transaction. A disabled user stays disabled, whatever the provider says: the admin who
-// disabled them decides. Errors: CodeInvalid for a bad email or role, CodeUnauthorized for a
-// disabled user.
-func (db *DB) SSOUser(ctx context.Context, o escrow.Origin, email string, role escrow.Role) (escrow.User, error) {
-	email = strings.TrimSpace(email)
-	if email == "" || len(email) > 256 || !strings.Contains(email, "@") || strings.ContainsAny(email, " \t\r\n") {
-		return escrow.User{}, escrow.Errorf(escrow.CodeInvalid, "email: the identity provider gave no usable sign-in name")
-	}
-	if !role.Valid() {
-		return escrow.User{}, escrow.Errorf(escrow.CodeInvalid, "role: must be one of admin, helpdesk, auditor, user")
-	}
-	newID, err := db.newID()
-	if err != nil {
-		return escrow.User{}, err
-	}
-	var u escrow.User
-	err = db.write(ctx, func(tx *sql.Tx) error {
-		var err error
-		u, err = findUserByEmail(ctx, tx, email)
-		switch {
-		case errors.Is(err, errNoUser):
-			u = escrow.User{ID: newID, Email: email, Role: role, ScopeTags: []string{}, CreatedAt: db.Now().UTC()}
-			if _, err := tx.ExecContext(ctx, `INSERT INTO users (id, email, email_key, role, scope_tags, password_hash, created_at)
-				VALUES ($1, $2, $3, $4, '[]', '', $5)`, u.ID, u.Email, strings.ToLower(email), string(role), micros(u.CreatedAt)); err != nil {
-				return err
-			}
-			e := o.Event(escrow.ActionUserCreate, escrow.OutcomeSuccess)
-			e.Actor = escrow.Actor{Type: escrow.ActorUser, ID: u.ID, Name: u.Email}
-			e.Detail = "user " + u.Email + " with role " + string(role) + " at first single sign-on"
-			return db.appendEvent(ctx, tx, e)
-		case err != nil:
-			return err
-		case u.Disabled():
-			return errUserDisabled
-		case u.Role == role:
-			return nil
-		}
-		if _, err := tx.ExecContext(ctx, `UPDATE users SET role = $2 WHERE id = $1`, u.ID, string(role)); err != nil {
-			return err
-		}
-		e := o.Event(escrow.ActionUserRole, escrow.OutcomeSuccess)
-		e.Actor = escrow.Actor{Type: escrow.ActorUser, ID: u.ID, Name: u.Email}
-		e.Detail = "user " + u.Email + " role " + string(u.Role) + " -> " + string(role) + " from the identity provider's claims"
-		u.Role = role
-		return db.appendEvent(ctx, tx, e)
-	})
-	return u, err
-}
-
 func findUserByEmail(ctx context.Context, q dbtx, email string) (escrow.User, error) {
-	return scanUser(q.QueryRowContext(ctx, `SELECT `+userColumns+` FROM users WHERE email_key = $1`, strings.ToLower(strings.TrimSpace(email))))
+	return scanUser(q.QueryRowContext(ctx, `SELECT `+userColumns+` FROM users WHERE email_key = $1`, nameKey(email)))
 }
 
 const userColumns = `id, email, role, scope_tags, created_at, disabled_at`
 
-func scanUser(s scanner) (escrow.User, error) {
+// scanUser reads a row of userColumns, and into extra any columns selected after them.
+func scanUser(s scanner, extra ...any) (escrow.User, error) {
 	var u escrow.User
 	var role, tags string
 	var created int64
 	var disabled sql.NullInt64
-	err := s.Scan(&u.ID, &u.Email, &role, &tags, &created, &disabled)
+	err := s.Scan(append([]any{&u.ID, &u.Email, &role, &tags, &created, &disabled}, extra...)...)
 	if errors.Is(err, sql.ErrNoRows) {
 		return u, errNoUser
 	}

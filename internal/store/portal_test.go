@@ -187,34 +187,154 @@ func TestSSOLogins(t *testing.T) {
 	wantCode(t, err, escrow.CodeNotFound)
 }
 
+const testIssuer = "https://idp.example.com"
+
+// signOn is a single sign-on of sub with a verified email and a role claim.
+func signOn(sub, email string, role escrow.Role) escrow.SSOSignOn {
+	return escrow.SSOSignOn{Issuer: testIssuer, Subject: sub, Email: email, EmailVerified: true, Role: role, RoleClaimed: true}
+}
+
 func TestSSOUser(t *testing.T) {
 	e := newEnv(t)
 	o := escrow.Origin{Source: escrow.SourceAdminPortal, IP: "192.0.2.8"}
-	u, err := e.db.SSOUser(e.ctx, o, "Ada@Example.com", escrow.RoleAdmin)
-	if err != nil || u.Role != escrow.RoleAdmin || u.Email != "Ada@Example.com" {
+	u, err := e.db.SSOUser(e.ctx, o, signOn("ada-sub", "Ada@Example.com", escrow.RoleAdmin))
+	if err != nil || u.Role != escrow.RoleAdmin || u.Email != "ada@example.com" {
 		t.Fatalf("first sign-on: %+v %v", u, err)
 	}
-	again, err := e.db.SSOUser(e.ctx, o, "ada@example.com", escrow.RoleAdmin)
-	if err != nil || again.ID != u.ID {
+	// Later sign-ons find her by (issuer, sub), whatever the email claim says now.
+	again, err := e.db.SSOUser(e.ctx, o, escrow.SSOSignOn{Issuer: testIssuer, Subject: "ada-sub", Email: "ada.lovelace@example.org"})
+	if err != nil || again.ID != u.ID || again.Email != "ada@example.com" || again.Role != escrow.RoleAdmin {
 		t.Fatalf("second sign-on: %+v %v", again, err)
 	}
-	if _, err := e.db.SSOUser(e.ctx, o, "ada@example.com", escrow.RoleUser); err != nil {
-		t.Fatal(err)
-	}
+	// Another identity with her verified email is not her.
+	_, err = e.db.SSOUser(e.ctx, o, signOn("mallory-sub", "ada@example.com", escrow.RoleAdmin))
+	wantCode(t, err, escrow.CodeUnauthorized)
+	// The same sub at another issuer is another identity too.
+	other := signOn("ada-sub", "ada@example.com", escrow.RoleAdmin)
+	other.Issuer = "https://other-idp.example.com"
+	_, err = e.db.SSOUser(e.ctx, o, other)
+	wantCode(t, err, escrow.CodeUnauthorized)
+
 	created := e.events(escrow.AuditFilter{Action: escrow.ActionUserCreate})
-	changed := e.events(escrow.AuditFilter{Action: "user.role"})
-	if len(created) != 1 || created[0].Actor.ID != u.ID || len(changed) != 1 || !strings.Contains(changed[0].Detail, "admin -> user") {
-		t.Fatalf("events: created %+v, changed %+v", created, changed)
+	if len(created) != 1 || created[0].Actor.ID != u.ID || !strings.Contains(created[0].Detail, "ada-sub of "+testIssuer) {
+		t.Fatalf("create events: %+v", created)
+	}
+	denied := e.events(escrow.AuditFilter{Action: escrow.ActionSignIn, Outcome: "denied"})
+	if len(denied) != 2 || !strings.Contains(denied[0].Detail, "linked to another single sign-on identity") {
+		t.Fatalf("refusals: %+v", denied)
 	}
 	if _, hash, _ := e.db.UserCredentials(e.ctx, "ada@example.com"); hash != "" {
 		t.Fatal("a single sign-on user has a password")
 	}
-	for _, bad := range []string{"", "no-at-sign", "two words@example.com"} {
-		_, err := e.db.SSOUser(e.ctx, o, bad, escrow.RoleUser)
+
+	for name, bad := range map[string]escrow.SSOSignOn{
+		"no email claim":              {Issuer: testIssuer, Subject: "s1", Role: escrow.RoleUser, RoleClaimed: true},
+		"email_verified missing":      {Issuer: testIssuer, Subject: "s2", Email: "eve@example.com", Role: escrow.RoleUser, RoleClaimed: true},
+		"look-alike email":            signOn("s3", "\u017fam@example.com", escrow.RoleUser),
+		"no at sign":                  signOn("s4", "no-at-sign", escrow.RoleUser),
+		"no role and no default role": {Issuer: testIssuer, Subject: "s5", Email: "zed@example.com", EmailVerified: true},
+	} {
+		before := len(e.events(escrow.AuditFilter{Action: escrow.ActionSignIn, Outcome: "denied"}))
+		_, err := e.db.SSOUser(e.ctx, o, bad)
+		if escrow.ErrorCode(err) != escrow.CodeUnauthorized {
+			t.Errorf("%s: %v, want a refusal", name, err)
+		}
+		if after := len(e.events(escrow.AuditFilter{Action: escrow.ActionSignIn, Outcome: "denied"})); after != before+1 {
+			t.Errorf("%s: refusal not audited", name)
+		}
+	}
+	if users, err := e.db.ListUsers(e.ctx); err != nil || len(users) != 1 {
+		t.Fatalf("refused sign-ons made people: %+v, %v", users, err)
+	}
+	for _, bad := range []escrow.SSOSignOn{signOn("", "x@example.com", escrow.RoleUser), signOn("s\u202e", "x@example.com", escrow.RoleUser), signOn("s6", "x@example.com", "root")} {
+		_, err := e.db.SSOUser(e.ctx, o, bad)
 		wantCode(t, err, escrow.CodeInvalid)
 	}
-	_, err = e.db.SSOUser(e.ctx, o, "x@example.com", "root")
+}
+
+func TestSSOUserLinking(t *testing.T) {
+	e := newEnv(t)
+	o := escrow.Origin{Source: escrow.SourceAdminPortal, IP: "192.0.2.8"}
+	e.user("admin@example.com", escrow.RoleAdmin)
+	pre := e.user("Pre@Example.com", escrow.RoleHelpdesk) // no password: pre-provisioned
+	pw, err := e.db.CreateUser(e.ctx, adminOrigin, escrow.NewUser{Email: "pw@example.com", Role: escrow.RoleUser, PasswordHash: "argon2id-hash"})
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	// Unverified: no link, even to a pre-provisioned person.
+	_, err = e.db.SSOUser(e.ctx, o, escrow.SSOSignOn{Issuer: testIssuer, Subject: "pre-sub", Email: "pre@example.com", Role: escrow.RoleUser, RoleClaimed: true})
+	wantCode(t, err, escrow.CodeUnauthorized)
+	// Verified: linked, and with no role claim the role stays.
+	got, err := e.db.SSOUser(e.ctx, o, escrow.SSOSignOn{Issuer: testIssuer, Subject: "pre-sub", Email: "PRE@example.com", EmailVerified: true, Role: escrow.RoleUser})
+	if err != nil || got.ID != pre.ID || got.Role != escrow.RoleHelpdesk {
+		t.Fatalf("pre-provisioned link: %+v, %v", got, err)
+	}
+	if ev := e.wantOneEvent(escrow.ActionUserSSOLink, escrow.OutcomeSuccess); !strings.Contains(ev.Detail, "pre-sub of "+testIssuer) {
+		t.Fatalf("link event: %+v", ev)
+	}
+
+	// A password account is never linked by itself...
+	_, err = e.db.SSOUser(e.ctx, o, signOn("pw-sub", "pw@example.com", escrow.RoleUser))
+	wantCode(t, err, escrow.CodeUnauthorized)
+	if _, hash, _ := e.db.UserCredentials(e.ctx, "pw@example.com"); hash != "argon2id-hash" {
+		t.Fatal("a refused link changed the password")
+	}
+	// ...only once an admin allowed it, and the link then removes the password.
+	if _, err := e.db.AllowSSOLink(e.ctx, adminOrigin, "PW@example.com"); err != nil {
+		t.Fatal(err)
+	}
+	e.wantOneEvent(escrow.ActionUserSSOLinkAllow, escrow.OutcomeSuccess)
+	if _, hash, _ := e.db.UserCredentials(e.ctx, "pw@example.com"); hash != "argon2id-hash" {
+		t.Fatal("allowing the link removed the password before any sign-on")
+	}
+	got, err = e.db.SSOUser(e.ctx, o, signOn("pw-sub", "pw@example.com", escrow.RoleUser))
+	if err != nil || got.ID != pw.ID {
+		t.Fatalf("allowed link: %+v, %v", got, err)
+	}
+	if _, hash, _ := e.db.UserCredentials(e.ctx, "pw@example.com"); hash != "" {
+		t.Fatal("the link kept the local password")
+	}
+	// The permission is used up: another identity with that email is refused again.
+	_, err = e.db.SSOUser(e.ctx, o, signOn("pw-sub-2", "pw@example.com", escrow.RoleUser))
+	wantCode(t, err, escrow.CodeUnauthorized)
+	_, err = e.db.AllowSSOLink(e.ctx, adminOrigin, "nobody@example.com")
+	wantCode(t, err, escrow.CodeNotFound)
+	_, err = e.db.AllowSSOLink(e.ctx, adminOrigin, "\u017fam@example.com")
 	wantCode(t, err, escrow.CodeInvalid)
+}
+
+func TestSSOUserRoles(t *testing.T) {
+	e := newEnv(t)
+	o := escrow.Origin{Source: escrow.SourceAdminPortal, IP: "192.0.2.8"}
+	first, err := e.db.SSOUser(e.ctx, o, signOn("a1", "a1@example.com", escrow.RoleAdmin))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The last enabled admin is not demoted by the claims: that part is refused and audited.
+	got, err := e.db.SSOUser(e.ctx, o, signOn("a1", "a1@example.com", escrow.RoleUser))
+	if err != nil || got.Role != escrow.RoleAdmin {
+		t.Fatalf("last admin after a user claim: %+v, %v", got, err)
+	}
+	ev := e.wantOneEvent(escrow.ActionUserRole, escrow.OutcomeDenied)
+	if ev.Actor.ID != first.ID || !strings.Contains(ev.Detail, "last enabled admin") {
+		t.Fatalf("refused demotion event: %+v", ev)
+	}
+	// With a second admin, the claims demote.
+	if _, err := e.db.SSOUser(e.ctx, o, signOn("a2", "a2@example.com", escrow.RoleAdmin)); err != nil {
+		t.Fatal(err)
+	}
+	if got, err = e.db.SSOUser(e.ctx, o, signOn("a1", "a1@example.com", escrow.RoleUser)); err != nil || got.Role != escrow.RoleUser {
+		t.Fatalf("demotion with another admin: %+v, %v", got, err)
+	}
+	// No role claim at all: the role stays, whatever the default role is.
+	noClaim := escrow.SSOSignOn{Issuer: testIssuer, Subject: "a2", Role: escrow.RoleUser}
+	if got, err = e.db.SSOUser(e.ctx, o, noClaim); err != nil || got.Role != escrow.RoleAdmin {
+		t.Fatalf("sign-on without a role claim: %+v, %v", got, err)
+	}
+	if users, _ := e.db.ListUsers(e.ctx); users[1].Role != escrow.RoleAdmin {
+		t.Fatalf("stored role after a sign-on without a role claim: %+v", users[1])
+	}
 }
 
 func TestUsersAndRoles(t *testing.T) {
@@ -223,7 +343,7 @@ func TestUsersAndRoles(t *testing.T) {
 	e.user("Zoe@example.com", escrow.RoleUser)
 	e.user("bob@example.com", escrow.RoleUser)
 	users, err := e.db.ListUsers(e.ctx)
-	if err != nil || len(users) != 3 || users[0].Email != "admin@example.com" || users[1].Email != "bob@example.com" || users[2].Email != "Zoe@example.com" {
+	if err != nil || len(users) != 3 || users[0].Email != "admin@example.com" || users[1].Email != "bob@example.com" || users[2].Email != "zoe@example.com" {
 		t.Fatalf("ListUsers: %+v %v", users, err)
 	}
 	_, err = e.db.SetUserRole(e.ctx, adminOrigin, admin.ID, escrow.RoleUser, nil)

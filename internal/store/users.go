@@ -11,15 +11,45 @@ import (
 	"github.com/keyward/keyward/internal/escrow"
 )
 
-// CreateUser adds a user. Errors: CodeInvalid for a bad email or role, CodeConflict when the
-// email is taken.
+// nameKey is the key a sign-in name or owner UPN is looked up by: its canonical form. A name
+// without one gives "", which no stored key equals, so it finds nobody.
+func nameKey(name string) string {
+	key, err := escrow.CanonicalName("name", name)
+	if err != nil {
+		return ""
+	}
+	return key
+}
+
+// signInName returns the canonical form of a new person's sign-in name, which must look like an
+// email address. Errors: CodeInvalid naming field.
+func signInName(field, email string) (string, error) {
+	email, err := escrow.CanonicalName(field, email)
+	if err != nil {
+		return "", err
+	}
+	if !strings.Contains(email, "@") {
+		return "", escrow.Errorf(escrow.CodeInvalid, "%s: must be a sign-in name like alice@example.com", field)
+	}
+	return email, nil
+}
+
+// CreateUser adds a user under the canonical form of their sign-in name (escrow.CanonicalName).
+// Without a password hash the person is pre-provisioned for single sign-on: their first sign-on
+// with a verified email links them. Errors: CodeInvalid for a bad email, role or scope tag,
+// CodeConflict when the email is taken.
 func (db *DB) CreateUser(ctx context.Context, o escrow.Origin, nu escrow.NewUser) (escrow.User, error) {
-	email := strings.TrimSpace(nu.Email)
-	if email == "" || len(email) > 256 || !strings.Contains(email, "@") || strings.ContainsAny(email, " \t\r\n") {
-		return escrow.User{}, escrow.Errorf(escrow.CodeInvalid, "email: must be a sign-in name like alice@example.com")
+	email, err := signInName("email", nu.Email)
+	if err != nil {
+		return escrow.User{}, err
 	}
 	if !nu.Role.Valid() {
 		return escrow.User{}, escrow.Errorf(escrow.CodeInvalid, "role: must be one of admin, helpdesk, auditor, user")
+	}
+	for _, t := range nu.ScopeTags {
+		if err := escrow.CheckText("scopeTags", t, true, 64); err != nil {
+			return escrow.User{}, err
+		}
 	}
 	tags, err := json.Marshal(nonNil(nu.ScopeTags))
 	if err != nil {
@@ -32,7 +62,7 @@ func (db *DB) CreateUser(ctx context.Context, o escrow.Origin, nu escrow.NewUser
 	u := escrow.User{ID: id, Email: email, Role: nu.Role, ScopeTags: nu.ScopeTags, CreatedAt: db.Now().UTC()}
 	err = db.write(ctx, func(tx *sql.Tx) error {
 		var exists int
-		err := tx.QueryRowContext(ctx, `SELECT 1 FROM users WHERE email_key = $1`, strings.ToLower(email)).Scan(&exists)
+		err := tx.QueryRowContext(ctx, `SELECT 1 FROM users WHERE email_key = $1`, email).Scan(&exists)
 		if err == nil {
 			return escrow.Errorf(escrow.CodeConflict, "email: a user with this email already exists")
 		}
@@ -41,7 +71,7 @@ func (db *DB) CreateUser(ctx context.Context, o escrow.Origin, nu escrow.NewUser
 		}
 		if _, err := tx.ExecContext(ctx, `INSERT INTO users (id, email, email_key, role, scope_tags, password_hash, created_at)
 			VALUES ($1, $2, $3, $4, $5, $6, $7)`,
-			u.ID, u.Email, strings.ToLower(email), string(u.Role), string(tags), nu.PasswordHash, micros(u.CreatedAt)); err != nil {
+			u.ID, u.Email, email, string(u.Role), string(tags), nu.PasswordHash, micros(u.CreatedAt)); err != nil {
 			return err
 		}
 		e := o.Event(escrow.ActionUserCreate, escrow.OutcomeSuccess)
@@ -55,8 +85,8 @@ func (db *DB) CreateUser(ctx context.Context, o escrow.Origin, nu escrow.NewUser
 // once; only its hash is kept. Errors: CodeNotFound for an unknown user, CodeConflict for a
 // disabled one.
 func (db *DB) CreateAPIToken(ctx context.Context, o escrow.Origin, email, name string) (escrow.Token, error) {
-	if len(name) > 200 {
-		return escrow.Token{}, escrow.Errorf(escrow.CodeInvalid, "name: at most 200 characters")
+	if err := escrow.CheckText("name", name, false, 200); err != nil {
+		return escrow.Token{}, err
 	}
 	tok, err := escrow.NewToken(escrow.TokenAPI, db.Rand)
 	if err != nil {
@@ -65,7 +95,7 @@ func (db *DB) CreateAPIToken(ctx context.Context, o escrow.Origin, email, name s
 	err = db.write(ctx, func(tx *sql.Tx) error {
 		var userID, userEmail string
 		var disabled sql.NullInt64
-		err := tx.QueryRowContext(ctx, `SELECT id, email, disabled_at FROM users WHERE email_key = $1`, strings.ToLower(strings.TrimSpace(email))).
+		err := tx.QueryRowContext(ctx, `SELECT id, email, disabled_at FROM users WHERE email_key = $1`, nameKey(email)).
 			Scan(&userID, &userEmail, &disabled)
 		if errors.Is(err, sql.ErrNoRows) {
 			return escrow.Errorf(escrow.CodeNotFound, "user: no user with this email")

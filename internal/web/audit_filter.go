@@ -22,6 +22,7 @@ var auditActions = []string{
 	escrow.ActionKeyPurge, escrow.ActionRotateRequest, escrow.ActionRotateDeliver, escrow.ActionRotateComplete,
 	escrow.ActionRotateFail, escrow.ActionDeviceEnroll, escrow.ActionDeviceReport, escrow.ActionAuth, escrow.ActionSignIn, escrow.ActionSignOut,
 	escrow.ActionUserCreate, escrow.ActionUserRole, escrow.ActionUserDisable, escrow.ActionUserEnable, escrow.ActionUserRead,
+	escrow.ActionUserSSOLink, escrow.ActionUserSSOLinkAllow,
 	escrow.ActionTokenCreate, escrow.ActionTokenRevoke, escrow.ActionTokenRead,
 	escrow.ActionEnrollTokenCreate, escrow.ActionEnrollTokenRevoke, escrow.ActionEnrollTokenRead, escrow.ActionSettingsUpdate,
 	escrow.ActionDeviceRead, escrow.ActionDeviceRetire, escrow.ActionMasterKeyRotate, escrow.ActionMasterKeyRetire,

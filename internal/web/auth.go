@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/keyward/keyward/internal/escrow"
 )
@@ -249,17 +250,16 @@ func clientIP(r *http.Request) string {
 	return ip
 }
 
-// cleanHeader makes a client-supplied header safe to keep in the audit trail.
+// cleanHeader makes text from outside (a header, a path, a claim) safe to keep in the audit
+// trail: cut to max bytes on a character boundary, then control and format characters and
+// invalid UTF-8 escaped (escrow.CleanText), so a terminal or log viewer shows them instead of
+// acting on them.
 func cleanHeader(s string, max int) string {
-	s = strings.ToValidUTF8(s, "?")
-	s = strings.Map(func(r rune) rune {
-		if r < 0x20 || r == 0x7f {
-			return -1
-		}
-		return r
-	}, s)
 	if len(s) > max {
-		s = strings.ToValidUTF8(s[:max], "")
+		for max > 0 && !utf8.RuneStart(s[max]) {
+			max--
+		}
+		s = s[:max]
 	}
-	return s
+	return escrow.CleanText(s)
 }

@@ -23,7 +23,8 @@ type SSOConfig struct {
 	ClientSecret string
 	// RedirectURL is the callback registered at the provider; default PUBLIC_URL/signin/sso/callback.
 	RedirectURL string
-	// Scopes asked for; default openid, email, profile.
+	// Scopes asked for; default openid, email, profile, groups (the default role claim: without
+	// it most providers send no groups, and every role would stay as it is).
 	Scopes []string
 	// RoleClaim is the ID token claim that decides the role (default "groups"): a string or a
 	// list of strings, each looked up in RoleMap.
@@ -59,7 +60,8 @@ func ParseRoleMap(s string) (map[string]escrow.Role, error) {
 var rolePower = map[escrow.Role]int{escrow.RoleUser: 1, escrow.RoleAuditor: 2, escrow.RoleHelpdesk: 3, escrow.RoleAdmin: 4}
 
 // roleFor picks the role for the values of the role claim: the most powerful mapped one, else
-// the default ("" when there is none: the person may not sign in).
+// the default ("" when there is none: the person may not sign in). The caller tells a token
+// without the claim apart: it keeps an existing person's role.
 func (c SSOConfig) roleFor(claim any) escrow.Role {
 	var values []string
 	switch v := claim.(type) {
@@ -115,7 +117,7 @@ func newSSOClient(cfg SSOConfig, publicURL string) (*ssoClient, error) {
 		cfg.RoleClaim = "groups"
 	}
 	if len(cfg.Scopes) == 0 {
-		cfg.Scopes = []string{oidc.ScopeOpenID, "email", "profile"}
+		cfg.Scopes = []string{oidc.ScopeOpenID, "email", "profile", "groups"}
 	}
 	if cfg.DefaultRole != "" && !cfg.DefaultRole.Valid() {
 		return nil, fmt.Errorf("single sign-on default role %q: must be admin, helpdesk, auditor, user or none", cfg.DefaultRole)

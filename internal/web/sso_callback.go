@@ -12,8 +12,9 @@ import (
 // ssoCallback serves GET /signin/sso/callback, where the identity provider sends the browser
 // back. The state must match the browser's cookie and a sign-in this installation started
 // (once only); the code is exchanged with the PKCE verifier; the ID token's signature,
-// issuer, audience, expiry and nonce are checked. Only then is the person created or updated
-// with the role their claims map to, and signed in. Every refusal is audited.
+// issuer, audience, expiry and nonce are checked. Only then is the person found by (issuer,
+// sub), or linked or created by a verified email (store.SSOUser), their role kept in step with
+// the claims, and signed in. Every refusal is audited.
 func (s *Server) ssoCallback(w http.ResponseWriter, r *http.Request) error {
 	if s.sso == nil {
 		return escrow.Errorf(escrow.CodeNotFound, "Single sign-on is not set up on this server.")
@@ -69,31 +70,25 @@ func (s *Server) ssoCallback(w http.ResponseWriter, r *http.Request) error {
 	if err := idt.Claims(&claims); err != nil {
 		return refuse("the ID token's claims did not parse", "The identity provider's answer could not be read.")
 	}
+	// The person is (issuer, sub). The email matters only at the first sign-on, and only when
+	// the provider vouches for it: email_verified exactly true, never a missing claim or the
+	// string "true" (a provider that omits it has not checked the address). No other claim
+	// stands in for it: preferred_username is whatever the person typed at many providers.
 	email := claimString(claims, "email")
-	if email == "" && strings.Contains(claimString(claims, "preferred_username"), "@") {
-		// Entra ID puts the user principal name here and may leave email empty.
-		email = claimString(claims, "preferred_username")
-	}
+	verified, _ := claims["email_verified"].(bool)
 	o.Actor = escrow.Actor{Type: escrow.ActorUser, Name: cleanHeader(email, 256)}
-	if v, ok := claims["email_verified"].(bool); ok && !v {
-		return refuse("the email address is not verified", "Your identity provider has not verified your email address, so Keyward cannot tell which devices are yours.")
-	}
-	if email == "" {
-		return refuse("no email claim", "Your identity provider did not say who you are (no email address).")
-	}
-	role := s.sso.cfg.roleFor(claims[s.sso.cfg.RoleClaim])
-	if role == "" {
+	rawRole, claimed := claims[s.sso.cfg.RoleClaim]
+	role := s.sso.cfg.roleFor(rawRole)
+	if claimed && role == "" {
 		return refuse("no role for the claims", "Your account has no access to Keyward. Ask an administrator to add you to a group that has.")
 	}
-	u, err := s.store.SSOUser(r.Context(), o, email, role)
-	if escrow.ErrorCode(err) == escrow.CodeUnauthorized {
-		// The same answer as having no role: the provider vouched for them, Keyward refuses.
-		return refuse("the account is disabled", "Your account has no access to Keyward. Ask an administrator to add you to a group that has.")
-	}
+	u, err := s.store.SSOUser(r.Context(), o, escrow.SSOSignOn{Issuer: idt.Issuer, Subject: idt.Subject,
+		Email: email, EmailVerified: verified, Role: role, RoleClaimed: claimed})
 	if escrow.ErrorCode(err) == escrow.CodeInvalid {
-		return refuse("unusable email claim", "Your identity provider gave a sign-in name Keyward cannot use.")
+		return refuse("unusable ID token: "+escrow.ErrorMessage(err), "Your identity provider gave a sign-in name Keyward cannot use.")
 	}
 	if err != nil {
+		// Refusals (CodeUnauthorized) are recorded by the store with the reason.
 		return err
 	}
 	p := escrow.Principal{Actor: escrow.Actor{Type: escrow.ActorUser, ID: u.ID, Name: u.Email}, Role: u.Role, Email: u.Email}

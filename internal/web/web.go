@@ -35,7 +35,7 @@ type Store interface {
 	SignInDenied(ctx context.Context, o escrow.Origin, detail string) error
 	SessionPrincipal(ctx context.Context, tokenHash []byte, idle time.Duration) (escrow.Principal, error)
 	EndSession(ctx context.Context, o escrow.Origin, tokenHash []byte) error
-	SSOUser(ctx context.Context, o escrow.Origin, email string, role escrow.Role) (escrow.User, error)
+	SSOUser(ctx context.Context, o escrow.Origin, s escrow.SSOSignOn) (escrow.User, error)
 	SaveSSOLogin(ctx context.Context, stateHash []byte, nonce, verifier, returnTo string, ttl time.Duration) error
 	TakeSSOLogin(ctx context.Context, stateHash []byte) (nonce, verifier, returnTo string, err error)
 	HitRateLimit(ctx context.Context, bucket string, limit int, window time.Duration) (time.Duration, error)
