@@ -65,6 +65,55 @@ func usersSetDisabled(ctx context.Context, args []string, env cliEnv, disable bo
 	})
 }
 
+// usersSetRole is "users set-role": the way back when nobody can change roles in the portal
+// (the last admin demoted by a misconfigured identity provider, say). The last enabled admin
+// keeps the role, as everywhere (store.UpdateUser).
+func usersSetRole(ctx context.Context, args []string, env cliEnv) error {
+	fs := newFlags("users set-role")
+	email := fs.String("email", "", "the user's sign-in name")
+	role := fs.String("role", "", "admin, helpdesk, auditor or user")
+	check := func() error {
+		if *email == "" || !escrow.Role(*role).Valid() {
+			return exitError{2, "users set-role: give --email and --role admin|helpdesk|auditor|user"}
+		}
+		return nil
+	}
+	return onStore(ctx, fs, args, env, check, func(db *store.DB) error {
+		r := escrow.Role(*role)
+		u, _, err := db.UserCredentials(ctx, *email)
+		if err == nil {
+			u, err = db.UpdateUser(ctx, cliOrigin(), u.ID, escrow.UserChange{Role: &r})
+		}
+		if err != nil {
+			return exitError{1, "users set-role: " + escrow.ErrorMessage(err)}
+		}
+		fmt.Fprintf(env.stdout, "%s\t%s\t%s\n", u.ID, u.Email, u.Role)
+		return nil
+	})
+}
+
+// usersLinkSSO is "users link-sso": a person with a local password is never linked to a
+// single sign-on identity by their email alone; this lets their next sign-on with a verified
+// email link them, and that sign-on removes the password.
+func usersLinkSSO(ctx context.Context, args []string, env cliEnv) error {
+	fs := newFlags("users link-sso")
+	email := fs.String("email", "", "the user's sign-in name")
+	check := func() error {
+		if *email == "" {
+			return exitError{2, "users link-sso: give --email"}
+		}
+		return nil
+	}
+	return onStore(ctx, fs, args, env, check, func(db *store.DB) error {
+		u, err := db.AllowSSOLink(ctx, cliOrigin(), *email)
+		if err != nil {
+			return exitError{1, "users link-sso: " + escrow.ErrorMessage(err)}
+		}
+		fmt.Fprintf(env.stdout, "%s\t%s\tlinked at the next single sign-on with a verified email; its password is removed then\n", u.ID, u.Email)
+		return nil
+	})
+}
+
 func tokensList(ctx context.Context, args []string, env cliEnv) error {
 	fs := newFlags("tokens list")
 	email := fs.String("user", "", "only this user's tokens (email)")

@@ -26,6 +26,8 @@ Usage:
   keyward users list
   keyward users disable --email E
   keyward users enable --email E
+  keyward users set-role --email E --role admin|helpdesk|auditor|user
+  keyward users link-sso --email E
   keyward tokens create --user E [--name N]
   keyward tokens list [--user E]
   keyward tokens revoke --id ID
@@ -52,6 +54,12 @@ Taking access away: "users disable" ends the person's portal sessions and refuse
 and API tokens until "users enable"; "tokens revoke" and "enroll-tokens revoke" take the ID the
 list commands show (the 16 hex digits after kwt_ or kwe_), never the token itself. Both apply
 at once on every server.
+
+Single sign-on: a person is known by their identity at the provider (issuer and subject), linked
+at their first sign-on with a verified email, and only if they have no password ("users add"
+without --password-stdin makes such a person). "users link-sso" lets a person with a password be
+linked at their next such sign-on, which removes the password. "users set-role" changes a role;
+the last enabled admin keeps theirs.
 
 Retiring a decommissioned or wiped device: "devices retire" refuses its device token at once,
 fails its open rotations and supersedes its keys, which stay viewable (audited) for the
@@ -114,6 +122,10 @@ func dispatch(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 		return usersList(ctx, rest[1:], env)
 	case cmd == "users" && (sub == "disable" || sub == "enable"):
 		return usersSetDisabled(ctx, rest[1:], env, sub == "disable")
+	case cmd == "users" && sub == "set-role":
+		return usersSetRole(ctx, rest[1:], env)
+	case cmd == "users" && sub == "link-sso":
+		return usersLinkSSO(ctx, rest[1:], env)
 	case cmd == "tokens" && sub == "create":
 		return tokensCreate(ctx, rest[1:], env)
 	case cmd == "tokens" && sub == "list":
