@@ -19,7 +19,7 @@ var copyTables = []struct {
 }{
 	{"seal_check", "id, ciphertext, wrapped_key", nil},
 	{"settings", "name, value", nil},
-	{"users", "id, email, email_key, role, scope_tags, password_hash, created_at, disabled_at", nil},
+	{"users", "id, email, email_key, role, scope_tags, password_hash, created_at, disabled_at, sso_issuer, sso_subject, sso_link_allowed_at", nil},
 	{"api_tokens", "id, user_id, name, secret_hash, created_at, revoked_at, last_used_at", nil},
 	{"enrollment_tokens", "id, secret_hash, uses_left, expires_at, created_by, created_at, revoked_at", nil},
 	{"devices", "id, name, owner_upn, owner_key, serial_number, os_version, token_id, token_hash, verification_key, verification_key_wrap, enrolled_at, last_seen_at, reported_at, retired_at, retired_by, retire_reason", nil},

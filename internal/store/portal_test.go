@@ -450,3 +450,32 @@ func TestDeviceRotations(t *testing.T) {
 	_, err = e.db.DeviceRotations(e.ctx, adminPrincipal, "6f1c2a4e-0000-4000-8000-000000000000", 10)
 	wantCode(t, err, escrow.CodeNotFound)
 }
+
+// TestSSOLinksAreCopied: a copy (migrate-store, backup, restore) keeps who is linked to which
+// identity; without it, the copy would let another identity with the same verified email in.
+func TestSSOLinksAreCopied(t *testing.T) {
+	e := newEnv(t)
+	o := escrow.Origin{Source: escrow.SourceAdminPortal, IP: "192.0.2.8"}
+	linked, err := e.db.SSOUser(e.ctx, o, signOn("ada-sub", "ada@example.com", escrow.RoleAdmin))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.db.CreateUser(e.ctx, adminOrigin, escrow.NewUser{Email: "pw@example.com", Role: escrow.RoleUser, PasswordHash: "argon2id-hash"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.db.AllowSSOLink(e.ctx, adminOrigin, "pw@example.com"); err != nil {
+		t.Fatal(err)
+	}
+	tgt := emptyTarget(t, e.master)
+	if _, err := e.db.CopyTo(e.ctx, tgt.db); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := tgt.db.SSOUser(tgt.ctx, o, escrow.SSOSignOn{Issuer: testIssuer, Subject: "ada-sub"}); err != nil || got.ID != linked.ID {
+		t.Fatalf("linked identity after the copy: %+v, %v", got, err)
+	}
+	_, err = tgt.db.SSOUser(tgt.ctx, o, signOn("mallory", "ada@example.com", escrow.RoleAdmin))
+	wantCode(t, err, escrow.CodeUnauthorized)
+	if _, err := tgt.db.SSOUser(tgt.ctx, o, signOn("pw-sub", "pw@example.com", escrow.RoleUser)); err != nil {
+		t.Fatalf("allowed link after the copy: %v", err)
+	}
+}
