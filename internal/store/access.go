@@ -15,7 +15,6 @@ import (
 // and the listings an admin decides from. Each change and its audit event are one transaction.
 
 var (
-	errUserDisabled  = escrow.Errorf(escrow.CodeUnauthorized, "user: this account is disabled")
 	errNoToken       = escrow.Errorf(escrow.CodeNotFound, "token: no such token")
 	errNoEnrollToken = escrow.Errorf(escrow.CodeNotFound, "enrollment token: no such token")
 )
