@@ -114,3 +114,30 @@ func TestSSOWithReadmeFlags(t *testing.T) {
 		}
 	}
 }
+
+// TestCommandsRefuseInvisibleText: the admin commands hold names, tags and reasons to the same
+// rules as the API (a 400 there, exit 1 here, naming the field) and store nothing refused.
+func TestCommandsRefuseInvisibleText(t *testing.T) {
+	dir := t.TempDir()
+	run := cliRunner(t, dir)
+	run(0, "users", "add", "--email", "admin@example.com", "--role", "admin")
+	for _, c := range []struct {
+		args  []string
+		field string
+	}{
+		{[]string{"tokens", "create", "--user", "admin@example.com", "--name", "ci\u202e"}, "name: "},
+		{[]string{"users", "add", "--email", "hd@example.com", "--role", "helpdesk", "--scope-tags", "lab\u202e"}, "scopeTags: "},
+		{[]string{"users", "add", "--email", "\u212aeith@example.com", "--role", "user"}, "email: "},
+		{[]string{"users", "link-sso", "--email", "\u017fam@example.com"}, "email: "},
+	} {
+		if out := run(1, c.args...); !strings.Contains(out, c.field) {
+			t.Errorf("%v: %q does not name %s", c.args, out, c.field)
+		}
+	}
+	if out := run(0, "users", "list"); strings.Count(out, "\n") != 2 {
+		t.Fatalf("users after refusals: %q", out)
+	}
+	if out := run(0, "tokens", "list"); strings.Count(out, "\n") != 1 {
+		t.Fatalf("tokens after refusals: %q", out)
+	}
+}
