@@ -22,9 +22,11 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	_ "github.com/jackc/pgx/v5/stdlib" // registers the "pgx" driver
+	"github.com/keyward/keyward/internal/audit"
 	"github.com/keyward/keyward/internal/escrow"
 	"github.com/keyward/keyward/internal/seal"
 	_ "modernc.org/sqlite" // registers the "sqlite" driver
@@ -57,6 +59,10 @@ type DB struct {
 	Now func() time.Time
 	// Rand is the source of randomness for IDs and tokens.
 	Rand io.Reader
+
+	// auditKey keys the audit chain (auditkey.go); nil on a store opened without the master
+	// key, which can read but not append.
+	auditKey atomic.Pointer[audit.Key]
 
 	// rewrapHook runs between reading a batch of values to re-wrap and writing them; tests
 	// use it to write behind the re-wrap's back as a server would.
@@ -271,23 +277,16 @@ func migrationList(dialect string) ([]migration, error) {
 }
 
 // checkSealer stores a sealed check value on first start and opens it on every later start,
-// so that a wrong master key stops the server at once, not at the first disclosure.
+// so that a wrong master key stops the server at once, not at the first disclosure. The check
+// value carries the audit chain's key; the first start with the master key keys the chain.
 func (db *DB) checkSealer(ctx context.Context) error {
 	return db.write(ctx, func(tx *sql.Tx) error {
-		var c seal.Sealed
-		err := tx.QueryRowContext(ctx, `SELECT ciphertext, wrapped_key FROM seal_check WHERE id = 1`).Scan(&c.Ciphertext, &c.WrappedKey)
-		if errors.Is(err, sql.ErrNoRows) {
-			c, err = db.sealer.NewCheck()
-			if err != nil {
-				return err
-			}
-			_, err = tx.ExecContext(ctx, `INSERT INTO seal_check (id, ciphertext, wrapped_key) VALUES (1, $1, $2)`, c.Ciphertext, c.WrappedKey)
-			return err
-		}
+		k, err := ensureAuditKey(ctx, tx, db.sealer, db.Rand)
 		if err != nil {
 			return err
 		}
-		return db.sealer.VerifyCheck(c)
+		db.auditKey.Store(k)
+		return nil
 	})
 }
 
