@@ -208,6 +208,9 @@ func auditVerify(ctx context.Context, args []string, env cliEnv) error {
 	return onStore(ctx, newFlags("audit verify"), args, env, nil, func(db *store.DB) error {
 		n, err := db.VerifyAudit(ctx)
 		if broken, ok := errors.AsType[*audit.BrokenError](err); ok {
+			if broken.Truncated {
+				return exitError{1, fmt.Sprintf("audit chain: the end was cut off after seq %d, or cannot be vouched for: %s", broken.Seq-1, broken.Problem)}
+			}
 			return exitError{1, broken.Error()}
 		}
 		if err != nil {
