@@ -89,6 +89,9 @@ func checkDataDir(fs *flag.FlagSet, sf storeFlags) error {
 		if _, err := os.Stat(*sf.dataDir); err != nil {
 			return exitError{1, fmt.Sprintf("%s: data directory %s: %v", fs.Name(), *sf.dataDir, errors.Unwrap(err))}
 		}
+		if err := store.CheckDataDir(*sf.dataDir); err != nil {
+			return exitError{1, fs.Name() + ": " + err.Error()}
+		}
 	}
 	return nil
 }

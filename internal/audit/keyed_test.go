@@ -102,7 +102,7 @@ func TestVerifyKeyed(t *testing.T) {
 				return ev
 			}, checked: 17, broken: 18, truncated: true, says: "cut off"},
 		{name: "last events deleted, head left", plain: 8,
-			tamper: func(ev []escrow.AuditEvent, h *audit.Head) []escrow.AuditEvent { return ev[:15] },
+			tamper:  func(ev []escrow.AuditEvent, h *audit.Head) []escrow.AuditEvent { return ev[:15] },
 			checked: 15, broken: 16, truncated: true, says: "cut off: the head is at seq 20"},
 		{name: "keyed events deleted back into the plain part", plain: 8,
 			tamper: func(ev []escrow.AuditEvent, h *audit.Head) []escrow.AuditEvent {

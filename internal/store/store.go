@@ -83,7 +83,14 @@ func OpenSQLite(ctx context.Context, dataDir string, opts Options) (*DB, error) 
 	if err := os.MkdirAll(dataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("create data directory: %w", err)
 	}
-	return openSQLiteFile(ctx, filepath.Join(dataDir, DatabaseFile), "WAL", opts)
+	if err := CheckDataDir(dataDir); err != nil {
+		return nil, err
+	}
+	path := filepath.Join(dataDir, DatabaseFile)
+	if err := restrictSQLiteFiles(path); err != nil {
+		return nil, err
+	}
+	return openSQLiteFile(ctx, path, "WAL", opts)
 }
 
 // openSQLiteFile opens the SQLite database file at path with the given journal mode: WAL for
