@@ -128,3 +128,22 @@ func TestMissingMasterKeyBesideDatabase(t *testing.T) {
 		t.Errorf("the log says a key was created: %s", logs.String())
 	}
 }
+
+func TestMissingMasterKeyBesidePostgres(t *testing.T) {
+	dbURL := pgDatabase(t)
+	keyFile := filepath.Join(t.TempDir(), "master.key")
+	start(t, t.TempDir(), map[string]string{"KEYWARD_DATABASE_URL": dbURL, "KEYWARD_MASTER_KEY_FILE": keyFile}).stop()
+	if err := os.Remove(keyFile); err != nil {
+		t.Fatal(err)
+	}
+	s := NewServer()
+	s.DataDir, s.DatabaseURL, s.MasterKeyFile, s.Listen = t.TempDir(), dbURL, keyFile, "127.0.0.1:0"
+	err := s.Open(context.Background(), io.Discard)
+	if err == nil || !strings.Contains(err.Error(), "is missing") {
+		s.Close()
+		t.Fatalf("start on PostgreSQL without the master key file: %v", err)
+	}
+	if _, err := os.Stat(keyFile); !os.IsNotExist(err) {
+		t.Errorf("a master key file was created: %v", err)
+	}
+}
