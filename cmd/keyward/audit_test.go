@@ -196,3 +196,15 @@ func TestMigrateStoreRecordsTheCopyInBoth(t *testing.T) {
 		}
 	}
 }
+
+// TestStoreNameKeepsSecretsOut: the stores a copy is recorded between are named without the
+// user, password and parameters a PostgreSQL URL may carry.
+func TestStoreNameKeepsSecretsOut(t *testing.T) {
+	got := storeName("postgres://keyward:s3cret@db-vip:5432/keyward?sslmode=require&password=other")
+	if got != "postgres://db-vip:5432/keyward" {
+		t.Errorf("storeName = %q", got)
+	}
+	if got := storeName("relative/dir"); !filepath.IsAbs(got) || !strings.HasSuffix(got, "relative/dir") {
+		t.Errorf("storeName of a directory = %q", got)
+	}
+}

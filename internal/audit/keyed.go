@@ -21,9 +21,9 @@ import (
 // chains from that hash. The switch-over point is kept with the key, under the same seal, so it
 // cannot be moved to turn keyed events into plain ones.
 //
-// What the database alone cannot detect: replacing the whole state with an older copy of it
-// (an earlier chain and its authenticated head). Compare the head with a record kept elsewhere
-// (an exported trail, a backup) for that.
+// What the database alone cannot detect: a rollback to an older copy (an earlier chain and its
+// authenticated head, or a check value from before the chain was keyed, which keys it anew).
+// Compare the head with a record kept elsewhere (an exported trail, a backup) for that.
 
 // KeySize is the length of the chain's MAC key.
 const KeySize = 32
