@@ -6,6 +6,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"net/url"
 	"os"
 	"os/user"
 	"path/filepath"
@@ -15,19 +16,30 @@ import (
 	"github.com/keyward/keyward/internal/audit"
 	"github.com/keyward/keyward/internal/escrow"
 	"github.com/keyward/keyward/internal/password"
+	"github.com/keyward/keyward/internal/seal"
 	"github.com/keyward/keyward/internal/store"
 )
 
-// storeFlags are the flags every admin command takes to find the database.
+// storeFlags are the flags every admin command takes to find the database and its master key.
 type storeFlags struct {
-	dataDir, databaseURL *string
+	dataDir, databaseURL, keyFile *string
 }
 
 func addStoreFlags(fs *flag.FlagSet) storeFlags {
 	return storeFlags{
 		dataDir:     fs.String("data-dir", "./keyward-data", "data directory"),
 		databaseURL: fs.String("database-url", "", "PostgreSQL URL (postgres://...); the SQLite database in --data-dir without it"),
+		keyFile:     fs.String("master-key-file", "", "master key file (default DATA_DIR/master.key)"),
 	}
+}
+
+// keyPath is the master key file: --master-key-file, or master.key in the data directory as
+// `serve` uses it.
+func (sf storeFlags) keyPath() string {
+	if *sf.keyFile != "" {
+		return *sf.keyFile
+	}
+	return filepath.Join(*sf.dataDir, "master.key")
 }
 
 // onStore finishes an admin command that works on the database: it adds the store's flags to
@@ -51,14 +63,23 @@ func onStore(ctx context.Context, fs *flag.FlagSet, args []string, env cliEnv, c
 	return run(db)
 }
 
-// openStore opens the database for an admin command. Admin commands never need the master key:
-// they manage people and tokens and read the audit trail, never key material. They can run
-// while servers do.
+// openStore opens the database for an admin command, with the master key file (never creating
+// one). Admin commands never read key material, but whatever they change is recorded in the
+// audit trail, whose chain is keyed by a key sealed under the master key: without it a command
+// could not append, and nobody with the database alone can. They can run while servers do.
 func openStore(ctx context.Context, fs *flag.FlagSet, sf storeFlags) (*store.DB, error) {
 	if err := checkDataDir(fs, sf); err != nil {
 		return nil, err
 	}
-	return store.Open(ctx, *sf.databaseURL, *sf.dataDir, store.Options{})
+	sealer, err := loadMasterKey(fs, sf.keyPath())
+	if err != nil {
+		return nil, err
+	}
+	db, err := store.Open(ctx, *sf.databaseURL, *sf.dataDir, store.Options{Sealer: sealer})
+	if errors.Is(err, seal.ErrWrongMasterKey) {
+		return nil, exitError{1, fmt.Sprintf("%s: master key file %s does not match the database; nothing was changed", fs.Name(), sf.keyPath())}
+	}
+	return db, err
 }
 
 // checkDataDir refuses a data directory that does not exist, rather than creating an empty
@@ -67,6 +88,9 @@ func checkDataDir(fs *flag.FlagSet, sf storeFlags) error {
 	if *sf.databaseURL == "" {
 		if _, err := os.Stat(*sf.dataDir); err != nil {
 			return exitError{1, fmt.Sprintf("%s: data directory %s: %v", fs.Name(), *sf.dataDir, errors.Unwrap(err))}
+		}
+		if err := store.CheckDataDir(*sf.dataDir); err != nil {
+			return exitError{1, fs.Name() + ": " + err.Error()}
 		}
 	}
 	return nil
@@ -187,6 +211,9 @@ func auditVerify(ctx context.Context, args []string, env cliEnv) error {
 	return onStore(ctx, newFlags("audit verify"), args, env, nil, func(db *store.DB) error {
 		n, err := db.VerifyAudit(ctx)
 		if broken, ok := errors.AsType[*audit.BrokenError](err); ok {
+			if broken.Truncated {
+				return exitError{1, fmt.Sprintf("audit chain: the end was cut off after seq %d, or cannot be vouched for: %s", broken.Seq-1, broken.Problem)}
+			}
 			return exitError{1, broken.Error()}
 		}
 		if err != nil {
@@ -225,37 +252,61 @@ func auditExport(ctx context.Context, args []string, env cliEnv) error {
 }
 
 // migrateStore copies an installation between SQLite and PostgreSQL, then verifies the copy:
-// the audit chain must verify on the destination and hold as many events as the source.
+// the audit chain must verify on the destination and hold the source's events and the
+// destination's store.migrate. Both stores are opened with the installation's master key: the
+// copy is recorded in both audit trails, and the copied chain is verified with its key.
 func migrateStore(ctx context.Context, args []string, env cliEnv) error {
 	fs := newFlags("migrate-store")
 	from := fs.String("from", "", "the installation to copy: a data directory or a postgres:// URL")
 	to := fs.String("to", "", "the empty destination: a postgres:// URL or a data directory")
+	keyFile := fs.String("master-key-file", "", "the installation's master key file (default FROM/master.key when --from is a data directory)")
 	if err := parse(fs, args, env.getenv); err != nil {
 		return err
 	}
 	if *from == "" || *to == "" {
 		return exitError{2, "migrate-store: give --from and --to"}
 	}
-	open := func(where string, mustExist bool) (*store.DB, error) {
-		if strings.HasPrefix(where, "postgres://") || strings.HasPrefix(where, "postgresql://") {
-			return store.Open(ctx, where, "", store.Options{})
-		}
-		if _, err := os.Stat(filepath.Join(where, store.DatabaseFile)); mustExist && err != nil {
-			return nil, exitError{1, fmt.Sprintf("migrate-store: no Keyward database in %s", where)}
-		}
-		return store.Open(ctx, "", where, store.Options{})
+	isURL := func(where string) bool {
+		return strings.HasPrefix(where, "postgres://") || strings.HasPrefix(where, "postgresql://")
 	}
-	src, err := open(*from, true)
+	if *keyFile == "" {
+		if isURL(*from) {
+			return exitError{2, "migrate-store: give --master-key-file, the installation's master key"}
+		}
+		*keyFile = filepath.Join(*from, "master.key")
+	}
+	open := func(where string, mustExist bool, sealer *seal.Sealer) (*store.DB, error) {
+		opts := store.Options{Sealer: sealer}
+		var db *store.DB
+		var err error
+		if isURL(where) {
+			db, err = store.Open(ctx, where, "", opts)
+		} else {
+			if _, err := os.Stat(filepath.Join(where, store.DatabaseFile)); mustExist && err != nil {
+				return nil, exitError{1, fmt.Sprintf("migrate-store: no Keyward database in %s", where)}
+			}
+			db, err = store.Open(ctx, "", where, opts)
+		}
+		if errors.Is(err, seal.ErrWrongMasterKey) {
+			return nil, exitError{1, fmt.Sprintf("migrate-store: master key file %s does not match %s; nothing was copied", *keyFile, storeName(where))}
+		}
+		return db, err
+	}
+	sealer, err := loadMasterKey(fs, *keyFile)
+	if err != nil {
+		return err
+	}
+	src, err := open(*from, true, sealer)
 	if err != nil {
 		return err
 	}
 	defer src.Close()
-	dst, err := open(*to, false)
+	dst, err := open(*to, false, sealer)
 	if err != nil {
 		return err
 	}
 	defer dst.Close()
-	stats, err := src.CopyTo(ctx, dst)
+	stats, err := src.MigrateTo(ctx, dst, cliOrigin(), storeName(*from), storeName(*to))
 	if err != nil {
 		return exitError{1, "migrate-store: " + err.Error() + "; the destination is unchanged"}
 	}
@@ -263,10 +314,22 @@ func migrateStore(ctx context.Context, args []string, env cliEnv) error {
 	if err != nil {
 		return exitError{1, "migrate-store: the copied audit chain does not verify: " + err.Error()}
 	}
-	if n != stats["audit_events"] {
-		return exitError{1, fmt.Sprintf("migrate-store: %d audit events copied but %d verified", stats["audit_events"], n)}
+	if n != stats["audit_events"]+1 {
+		return exitError{1, fmt.Sprintf("migrate-store: %d audit events copied but %d verified", stats["audit_events"], n-1)}
 	}
 	fmt.Fprintf(env.stdout, "copied %d devices, %d keys, %d users, %d audit events; audit chain verified on the destination\n",
 		stats["devices"], stats["recovery_keys"], stats["users"], stats["audit_events"])
 	return nil
+}
+
+// storeName names a store for the audit trail: a data directory by its absolute path, a
+// PostgreSQL URL without its user, password and parameters, which may hold secrets.
+func storeName(where string) string {
+	if u, err := url.Parse(where); err == nil && (u.Scheme == "postgres" || u.Scheme == "postgresql") {
+		return (&url.URL{Scheme: u.Scheme, Host: u.Host, Path: u.Path}).String()
+	}
+	if abs, err := filepath.Abs(where); err == nil {
+		return abs
+	}
+	return where
 }

@@ -13,12 +13,9 @@ import (
 	"github.com/keyward/keyward/internal/store"
 )
 
-// loadMasterKey loads the master key that backup and restore verify with: --master-key-file, or
-// master.key in the data directory as `serve` uses it. It never creates one.
-func loadMasterKey(fs *flag.FlagSet, sf storeFlags, keyFile string) (*seal.Sealer, error) {
-	if keyFile == "" {
-		keyFile = filepath.Join(*sf.dataDir, "master.key")
-	}
+// loadMasterKey loads the master key file of an admin command (storeFlags.keyPath). It never
+// creates one.
+func loadMasterKey(fs *flag.FlagSet, keyFile string) (*seal.Sealer, error) {
 	sealer, err := seal.Load(keyFile)
 	if errors.Is(err, os.ErrNotExist) {
 		return nil, exitError{1, fmt.Sprintf("%s: no master key at %s: give --master-key-file, the master key of the installation's servers", fs.Name(), keyFile)}
@@ -34,14 +31,13 @@ func backupCmd(ctx context.Context, args []string, env cliEnv) error {
 	fs := newFlags("backup")
 	sf := addStoreFlags(fs)
 	out := fs.String("out", "", "the new backup file; an existing file is never replaced")
-	keyFile := fs.String("master-key-file", "", "master key file to verify the backup with (default DATA_DIR/master.key)")
 	if err := parse(fs, args, env.getenv); err != nil {
 		return err
 	}
 	if *out == "" {
 		return exitError{2, "backup: give --out FILE, the new backup file"}
 	}
-	sealer, err := loadMasterKey(fs, sf, *keyFile)
+	sealer, err := loadMasterKey(fs, sf.keyPath())
 	if err != nil {
 		return err
 	}
@@ -63,14 +59,13 @@ func restoreCmd(ctx context.Context, args []string, env cliEnv) error {
 	fs := newFlags("restore")
 	sf := addStoreFlags(fs)
 	from := fs.String("from", "", "the backup file to restore")
-	keyFile := fs.String("master-key-file", "", "master key file the backup was made under (default DATA_DIR/master.key)")
 	if err := parse(fs, args, env.getenv); err != nil {
 		return err
 	}
 	if *from == "" {
 		return exitError{2, "restore: give --from FILE, the backup to restore"}
 	}
-	sealer, err := loadMasterKey(fs, sf, *keyFile)
+	sealer, err := loadMasterKey(fs, sf.keyPath())
 	if err != nil {
 		return err
 	}
@@ -91,7 +86,7 @@ func restoreCmd(ctx context.Context, args []string, env cliEnv) error {
 			made = []string{dbFile, dbFile + "-wal", dbFile + "-shm"}
 		}
 	}
-	dst, err := store.Open(ctx, *sf.databaseURL, *sf.dataDir, store.Options{})
+	dst, err := store.Open(ctx, *sf.databaseURL, *sf.dataDir, store.Options{Sealer: sealer})
 	if err != nil {
 		return exitError{1, "restore: " + err.Error()}
 	}

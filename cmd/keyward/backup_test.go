@@ -329,7 +329,7 @@ func TestBackupRestorePostgres(t *testing.T) {
 			t.Errorf("key %s after restore into PostgreSQL: not the escrowed password", keyID)
 		}
 	}
-	if code, stdout, stderr := run(t, "audit", "verify", "--database-url", dst); code != 0 {
+	if code, stdout, stderr := run(t, "audit", "verify", "--database-url", dst, "--master-key-file", c.keyFile); code != 0 {
 		t.Fatalf("audit verify after restore: %d %s %s", code, stdout, stderr)
 	}
 	// The backup of the source is in the source's log.

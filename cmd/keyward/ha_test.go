@@ -70,16 +70,16 @@ func newCluster(t testing.TB, dbURL string, n int, extra ...string) *cluster {
 	for range n {
 		c.servers = append(c.servers, serveProcess(t, append([]string{"--database-url", dbURL, "--master-key-file", c.keyFile, "--data-dir", t.TempDir()}, extra...)...))
 	}
-	c.admin = adminToken(t, dbURL)
+	c.admin = adminToken(t, dbURL, c.keyFile)
 	return c
 }
 
 // adminToken creates an admin and an API token with the admin commands on the database.
-func adminToken(t testing.TB, dbURL string) string {
+func adminToken(t testing.TB, dbURL, keyFile string) string {
 	t.Helper()
 	run := func(args ...string) string {
 		var out, errOut bytes.Buffer
-		if code := Run(t.Context(), append(args, "--database-url", dbURL), nil, &out, &errOut, func(string) string { return "" }); code != 0 {
+		if code := Run(t.Context(), append(args, "--database-url", dbURL, "--master-key-file", keyFile), nil, &out, &errOut, func(string) string { return "" }); code != 0 {
 			t.Fatalf("keyward %v: %d %s", args, code, errOut.String())
 		}
 		return strings.TrimSpace(out.String())
@@ -170,7 +170,7 @@ func TestTwoServersShareOneAuditChain(t *testing.T) {
 		t.Errorf("%d audit events, want %d (%d before, %d operations, %d lookups)", got, want, before, ops.Load(), lookups)
 	}
 	var out, errOut bytes.Buffer
-	if code := Run(t.Context(), []string{"audit", "verify", "--database-url", c.url}, nil, &out, &errOut, os.Getenv); code != 0 {
+	if code := Run(t.Context(), []string{"audit", "verify", "--database-url", c.url, "--master-key-file", c.keyFile}, nil, &out, &errOut, os.Getenv); code != 0 {
 		t.Fatalf("audit verify: %d %s", code, errOut.String())
 	}
 }
@@ -381,7 +381,7 @@ func TestMigrateStoreToPostgres(t *testing.T) {
 	// New keys get IDs after the copied ones.
 	pw, _ := recovery.GeneratePassword(rand.Reader)
 	mustCall(t, 201, "PUT", p.url+"/api/agent/keys/"+strings.ToUpper(uuid.NewString()), deviceToken, escrowJSON(pw))
-	if code := Run(t.Context(), []string{"audit", "verify", "--database-url", dbURL}, nil, &out, &errOut, func(string) string { return "" }); code != 0 {
+	if code := Run(t.Context(), []string{"audit", "verify", "--database-url", dbURL, "--master-key-file", filepath.Join(dir, "master.key")}, nil, &out, &errOut, func(string) string { return "" }); code != 0 {
 		t.Fatalf("audit verify after the move: %d %s", code, errOut.String())
 	}
 }

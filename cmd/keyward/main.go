@@ -39,7 +39,7 @@ Usage:
   keyward audit export [--format json|ndjson|csv]
   keyward backup --out FILE [--master-key-file F]
   keyward restore --from FILE [--master-key-file F]
-  keyward migrate-store --from DATA_DIR_OR_URL --to URL_OR_DATA_DIR
+  keyward migrate-store --from DATA_DIR_OR_URL --to URL_OR_DATA_DIR [--master-key-file F]
   keyward master-key rotate [--no-rewrap] [--master-key-file F] [--batch-size N]
   keyward master-key rewrap [--master-key-file F] [--batch-size N]
   keyward master-key retire [--master-key-file F]
@@ -71,7 +71,8 @@ it; restore copies a verified backup into an empty data directory or database. B
 backup with the master key (default DATA_DIR/master.key), which the backup does not hold:
 key material in it is sealed, and useless without the master key. Keep the two apart.
 
-Every command takes --data-dir (default ./keyward-data) or --database-url postgres://...;
+Every command takes --data-dir (default ./keyward-data) or --database-url postgres://..., and
+--master-key-file (default DATA_DIR/master.key): the audit trail is keyed by the master key;
 every flag can also be given as an environment variable: --data-dir as KEYWARD_DATA_DIR, --listen as KEYWARD_LISTEN, and so on.
 `
 

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/keyward/keyward/internal/bitlockertest"
+	"github.com/keyward/keyward/internal/seal"
 	"github.com/keyward/keyward/internal/store"
 	"github.com/keyward/keyward/internal/testkit"
 )
@@ -176,9 +177,16 @@ func TestMasterKeyProblemsStopStartUp(t *testing.T) {
 
 	t.Run("wrong key", func(t *testing.T) {
 		other := filepath.Join(t.TempDir(), "other.key")
+		master, err := seal.Generate()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(other, master, 0o600); err != nil {
+			t.Fatal(err)
+		}
 		s := NewServer()
 		s.DataDir, s.Listen, s.MasterKeyFile = dir, "127.0.0.1:0", other
-		err := s.Open(context.Background(), io.Discard)
+		err = s.Open(context.Background(), io.Discard)
 		if err == nil || !strings.Contains(err.Error(), "does not match") {
 			s.Close()
 			t.Fatalf("start with another master key: %v", err)

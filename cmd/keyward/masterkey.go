@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"maps"
-	"path/filepath"
 	"slices"
 	"time"
 
@@ -26,24 +25,17 @@ var rewrapPause = 2 * time.Second
 // masterKeyFlags are the flags of the master-key commands.
 type masterKeyFlags struct {
 	storeFlags
-	keyFile *string
-	batch   *int
+	batch *int
 }
 
 func addMasterKeyFlags(fs *flag.FlagSet) masterKeyFlags {
 	return masterKeyFlags{
 		storeFlags: addStoreFlags(fs),
-		keyFile:    fs.String("master-key-file", "", "master key file (default DATA_DIR/master.key)"),
 		batch:      fs.Int("batch-size", 500, "values re-wrapped per transaction"),
 	}
 }
 
-func (f masterKeyFlags) path() string {
-	if *f.keyFile != "" {
-		return *f.keyFile
-	}
-	return filepath.Join(*f.dataDir, "master.key")
-}
+func (f masterKeyFlags) path() string { return f.keyPath() }
 
 // startMasterKey adds the master-key flags to fs, parses the arguments and opens the database
 // with the key file. The caller closes the database.

@@ -298,7 +298,7 @@ func TestMasterKeyRotationAcrossServers(t *testing.T) {
 	}
 	a := serveProcess(t, "--database-url", dbURL, "--master-key-file", fileA, "--data-dir", t.TempDir())
 	b := serveProcess(t, "--database-url", dbURL, "--master-key-file", fileB, "--data-dir", t.TempDir())
-	admin := adminToken(t, dbURL)
+	admin := adminToken(t, dbURL, fileA)
 	id, token := enrollAt(t, a.url, admin, "LT-ROTATE")
 	var keys escrowed
 	for i := range 6 {
@@ -352,7 +352,7 @@ func TestMasterKeyRotationAcrossServers(t *testing.T) {
 		t.Fatalf("status after retiring: %q", out)
 	}
 	var out, errOut bytes.Buffer
-	if code := Run(t.Context(), []string{"audit", "verify", "--database-url", dbURL}, nil, &out, &errOut, func(string) string { return "" }); code != 0 {
+	if code := Run(t.Context(), []string{"audit", "verify", "--database-url", dbURL, "--master-key-file", fileB}, nil, &out, &errOut, func(string) string { return "" }); code != 0 {
 		t.Fatalf("audit verify: %d %s", code, errOut.String())
 	}
 }

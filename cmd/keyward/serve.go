@@ -114,12 +114,27 @@ func (s *Server) Open(ctx context.Context, logOut io.Writer) error {
 	if err != nil {
 		return err
 	}
-	if err := os.MkdirAll(s.DataDir, 0o700); err != nil {
-		return fmt.Errorf("create data directory: %w", err)
-	}
 	keyFile := s.MasterKeyFile
 	if keyFile == "" {
 		keyFile = filepath.Join(s.DataDir, "master.key")
+	}
+	// A missing key file is created only for a new installation: beside an existing database
+	// a new key would open nothing, and its creation would be logged as if all were well.
+	if _, err := os.Stat(keyFile); errors.Is(err, os.ErrNotExist) {
+		existing, err := store.Initialized(ctx, s.DatabaseURL, s.DataDir)
+		if err != nil {
+			return fmt.Errorf("checking for an existing database: %w", err)
+		}
+		if existing {
+			return exitError{1, fmt.Sprintf("serve: the master key file %s is missing, but the database is already set up with a master key: "+
+				"put this installation's master key file back (from where its backup is kept); without it no escrowed key can be read. Nothing was created", keyFile)}
+		}
+	}
+	if err := os.MkdirAll(s.DataDir, 0o700); err != nil {
+		return fmt.Errorf("create data directory: %w", err)
+	}
+	if err := store.CheckDataDir(s.DataDir); err != nil {
+		return exitError{1, "serve: " + err.Error()}
 	}
 	sealer, created, err := seal.LoadOrCreate(keyFile)
 	if err != nil {

@@ -1,7 +1,9 @@
 // Package audit is the encoding, verification and export of Keyward's hash-chained audit
 // trail.
 //
-// Each event stores hash = SHA-256(previous event's hash || canonical encoding of the event).
+// Each event stores hash = HMAC-SHA256(key, previous event's hash || canonical encoding of the
+// event) (keyed.go); events written before an installation's chain was keyed store
+// SHA-256(previous event's hash || canonical encoding), up to a recorded switch-over point.
 // The first event's previous hash is 32 zero bytes (Genesis). Because every hash covers its
 // predecessor, editing, deleting, inserting or reordering a stored event breaks every later
 // link; Verify walks the chain in seq order and names the first broken one.
@@ -88,6 +90,9 @@ func Hash(prev []byte, e escrow.AuditEvent) []byte {
 type BrokenError struct {
 	Seq     int64
 	Problem string
+	// Truncated says that the end of the chain is missing, or cannot be vouched for because
+	// the head does not authenticate: events after Seq-1 may have been cut off.
+	Truncated bool
 }
 
 func (e *BrokenError) Error() string {

@@ -79,6 +79,7 @@ const (
 	ActionMetricsRead       = "metrics.read" // recorded only when refused
 	ActionStoreBackup       = "store.backup"
 	ActionStoreRestore      = "store.restore"
+	ActionStoreMigrate      = "store.migrate"
 	ActionMasterKeyRotate   = "masterkey.rotate"
 	ActionMasterKeyRetire   = "masterkey.retire"
 )

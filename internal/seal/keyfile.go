@@ -187,11 +187,18 @@ func readKeyFile(path string) ([]byte, fs.FileInfo, error) {
 	return b, fi, nil
 }
 
-// checkPerm refuses world access but allows group bits, so a key file can be
-// shared with a service group. On Windows the mode bits do not reflect ACLs
-// (files report 0666 or 0444), so the check would refuse every file there.
+// checkPerm refuses world access and group write but allows group read, so a
+// key file can be shared with a service group: whoever can write the file can
+// replace the master key. On Windows the mode bits do not reflect ACLs (files
+// report 0666 or 0444), so the check would refuse every file there.
 func checkPerm(path string, perm fs.FileMode) error {
-	if runtime.GOOS == "windows" || perm&0o007 == 0 {
+	if runtime.GOOS == "windows" {
+		return nil
+	}
+	if perm&0o007 == 0 {
+		if perm&0o020 != 0 {
+			return fmt.Errorf("master key file %s is writable by its group (mode %04o); run chmod 600 on it", path, uint32(perm))
+		}
 		return nil
 	}
 	what := "accessible by"

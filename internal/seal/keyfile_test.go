@@ -223,6 +223,8 @@ func TestLoadPermissions(t *testing.T) {
 		{"owner only", 0o600, ""},
 		{"owner read-only", 0o400, ""},
 		{"group readable", 0o640, ""},
+		{"group writable", 0o660, "writable by its group (mode 0660); run chmod 600 on it"},
+		{"group write only", 0o620, "writable by its group"},
 		{"world readable", 0o644, "readable by other users (mode 0644); run chmod 600 on it"},
 		{"world writable only", 0o602, "accessible by other users (mode 0602); run chmod 600 on it"},
 		{"wide open", 0o777, "chmod 600"},

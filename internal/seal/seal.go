@@ -322,22 +322,51 @@ func (r *keyring) unwrap(wrapped, aad []byte) (*keyset.Handle, error) {
 // databases store it sealed.
 const checkPlaintext = "keyward master key check v1"
 
-// NewCheck seals a fixed, known plaintext under AAD("check"). The store keeps
-// it so that start-up with the wrong master key fails at once with a clear
-// message instead of on the first read of a real secret.
+// checkPlaintextV2 starts the second version of the check value, which also
+// carries a payload of the store's (the audit chain's key and switch-over
+// point) after it. Never change it either.
+const checkPlaintextV2 = "keyward master key check v2\n"
+
+// NewCheck seals a fixed, known plaintext under AAD("check"): the first
+// version of the check value, which carries nothing else. The store keeps a
+// check value so that start-up with the wrong master key fails at once with
+// a clear message instead of on the first read of a real secret; it writes
+// the second version ([Sealer.NewCheckWith]) and reads both.
 func (s *Sealer) NewCheck() (Sealed, error) {
 	return s.Seal([]byte(checkPlaintext), AAD("check"))
 }
 
+// NewCheckWith seals the second version of the check value: the fixed text
+// followed by payload, under AAD("check"). The payload is secret from anyone
+// without the master key, and authenticated: nobody without it can make or
+// change one.
+func (s *Sealer) NewCheckWith(payload []byte) (Sealed, error) {
+	return s.Seal(append([]byte(checkPlaintextV2), payload...), AAD("check"))
+}
+
 // VerifyCheck returns [ErrWrongMasterKey] if c does not open under this
-// master key or does not hold the expected content.
+// master key or does not hold the expected content (either version).
 func (s *Sealer) VerifyCheck(c Sealed) error {
+	_, err := s.OpenCheck(c)
+	return err
+}
+
+// OpenCheck opens a check value of either version and returns its payload:
+// nil for the first version, which has none. It returns [ErrWrongMasterKey]
+// if c does not open under this master key or holds neither text.
+func (s *Sealer) OpenCheck(c Sealed) ([]byte, error) {
 	if s.keys() == nil {
-		return errNoSealer
+		return nil, errNoSealer
 	}
 	pt, err := s.Open(c, AAD("check"))
-	if err != nil || string(pt) != checkPlaintext {
-		return ErrWrongMasterKey
+	switch {
+	case err != nil:
+		return nil, ErrWrongMasterKey
+	case string(pt) == checkPlaintext:
+		return nil, nil
+	case bytes.HasPrefix(pt, []byte(checkPlaintextV2)) && len(pt) > len(checkPlaintextV2):
+		return pt[len(checkPlaintextV2):], nil
 	}
-	return nil
+	clear(pt)
+	return nil, ErrWrongMasterKey
 }

@@ -4,32 +4,42 @@ import (
 	"context"
 	"database/sql"
 	"encoding/base64"
+	"errors"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/keyward/keyward/internal/audit"
 	"github.com/keyward/keyward/internal/escrow"
+	"github.com/keyward/keyward/internal/seal"
 )
 
 // appendEvent adds an event to the audit chain inside tx. It locks the chain head, so events
 // get consecutive seq numbers in commit order, and the event commits or rolls back with the
-// change it records.
+// change it records. The event's hash is the keyed chain's MAC, and the head is checked before
+// it is extended and authenticated again after: a head moved by someone without the key is
+// never built on (the append fails, and with it the change it records).
 func (db *DB) appendEvent(ctx context.Context, tx dbtx, e escrow.AuditEvent) error {
 	e = cleanEvent(e)
-	var seq int64
-	var prev []byte
+	k := db.auditKey.Load()
+	if k == nil {
+		return errNoAuditKey
+	}
+	var head audit.Head
 	// The UPDATE takes the row lock first (SELECT ... FOR UPDATE is not portable); concurrent
 	// appenders queue on it and each sees the head its predecessor left.
 	if _, err := tx.ExecContext(ctx, `UPDATE audit_head SET seq = seq WHERE id = 1`); err != nil {
 		return err
 	}
-	if err := tx.QueryRowContext(ctx, `SELECT seq, hash FROM audit_head WHERE id = 1`).Scan(&seq, &prev); err != nil {
+	if err := tx.QueryRowContext(ctx, `SELECT seq, hash, mac FROM audit_head WHERE id = 1`).Scan(&head.Seq, &head.Hash, &head.MAC); err != nil {
 		return err
 	}
-	e.Seq = seq + 1
+	if !k.CheckHead(head) {
+		return errHeadForged
+	}
+	e.Seq = head.Seq + 1
 	e.Time = db.Now().UTC().Truncate(time.Microsecond)
-	e.Hash = audit.Hash(prev, e)
+	e.Hash = audit.MAC(k.MAC, head.Hash, e)
 	if _, err := tx.ExecContext(ctx, `INSERT INTO audit_events
 		(seq, time, actor_type, actor_id, actor_name, action, device_id, key_id, source, reason, outcome, ip, user_agent, detail, hash)
 		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)`,
@@ -37,7 +47,8 @@ func (db *DB) appendEvent(ctx context.Context, tx dbtx, e escrow.AuditEvent) err
 		string(e.Source), e.Reason, string(e.Outcome), e.IP, e.UserAgent, e.Detail, e.Hash); err != nil {
 		return err
 	}
-	_, err := tx.ExecContext(ctx, `UPDATE audit_head SET seq = $1, hash = $2 WHERE id = 1`, e.Seq, e.Hash)
+	_, err := tx.ExecContext(ctx, `UPDATE audit_head SET seq = $1, hash = $2, mac = $3 WHERE id = 1`,
+		e.Seq, e.Hash, audit.HeadMAC(k.MAC, e.Seq, e.Hash))
 	return err
 }
 
@@ -114,19 +125,43 @@ func (db *DB) ListAudit(ctx context.Context, f escrow.AuditFilter, fn func(escro
 	})
 }
 
-// VerifyAudit walks the whole chain in seq order. It returns the number of events checked and,
-// if a link is broken, an *audit.BrokenError naming the first bad seq.
+// VerifyAudit walks the whole chain in seq order with the store's master key. It returns the
+// number of events checked and, if a link or the head is broken, an *audit.BrokenError naming
+// the first bad seq (Truncated when the end was cut off).
 func (db *DB) VerifyAudit(ctx context.Context) (int64, error) {
+	return db.verifyAudit(ctx, db.sealer)
+}
+
+// verifyAudit is VerifyAudit with the master key given: a backup is verified with the key of
+// the command checking it. The audit key is read from the same snapshot as the events.
+func (db *DB) verifyAudit(ctx context.Context, sealer *seal.Sealer) (int64, error) {
+	if sealer == nil {
+		return 0, escrow.Errorf(escrow.CodeInternal, "verifying the audit trail needs the master key")
+	}
 	var checked int64
 	var chainErr error
 	err := db.read(ctx, func(tx *sql.Tx) error {
+		k, err := auditKeyIn(ctx, tx, sealer)
+		if errors.Is(err, sql.ErrNoRows) {
+			return escrow.Errorf(escrow.CodeInvalid, "the database holds no master key check value, so its audit chain cannot be verified")
+		}
+		if errors.Is(err, seal.ErrWrongMasterKey) {
+			return escrow.Errorf(escrow.CodeInvalid, "the master key does not open this database's check value, which holds the audit chain's key")
+		}
+		if err != nil {
+			return err
+		}
+		var head audit.Head
+		if err := tx.QueryRowContext(ctx, `SELECT seq, hash, mac FROM audit_head WHERE id = 1`).Scan(&head.Seq, &head.Hash, &head.MAC); err != nil {
+			return err
+		}
 		rows, err := tx.QueryContext(ctx, `SELECT `+auditColumns+` FROM audit_events ORDER BY seq`)
 		if err != nil {
 			return err
 		}
 		defer rows.Close()
 		var scanErr error
-		checked, chainErr = audit.Verify(func() (escrow.AuditEvent, bool, error) {
+		next := func() (escrow.AuditEvent, bool, error) {
 			if !rows.Next() {
 				return escrow.AuditEvent{}, false, rows.Err()
 			}
@@ -135,20 +170,22 @@ func (db *DB) VerifyAudit(ctx context.Context) (int64, error) {
 				scanErr = err
 			}
 			return e, err == nil, err
-		})
+		}
+		if k != nil {
+			checked, chainErr = audit.VerifyKeyed(*k, head, next)
+			return scanErr
+		}
+		// Not keyed yet: a database (or a backup of one) that no version keying the chain has
+		// opened with the master key. Its plain chain is all there is to check.
+		checked, chainErr = audit.Verify(next)
 		if scanErr != nil {
 			return scanErr
 		}
-		var head int64
-		if chainErr == nil {
-			if err := tx.QueryRowContext(ctx, `SELECT seq FROM audit_head WHERE id = 1`).Scan(&head); err != nil {
-				return err
-			}
-			// Events cut off the end of the log would leave a chain that verifies: the head
-			// remembers how long the chain must be.
-			if head != checked {
-				chainErr = &audit.BrokenError{Seq: checked + 1, Problem: "event missing from the end of the log (head is at seq " + strconv.FormatInt(head, 10) + ")"}
-			}
+		// Events cut off the end of the log would leave a chain that verifies: the head
+		// remembers how long the chain must be.
+		if chainErr == nil && head.Seq != checked {
+			chainErr = &audit.BrokenError{Seq: checked + 1, Truncated: head.Seq > checked,
+				Problem: "event missing from the end of the log (head is at seq " + strconv.FormatInt(head.Seq, 10) + ")"}
 		}
 		return nil
 	})

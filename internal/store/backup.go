@@ -264,7 +264,7 @@ func (b *BackupFile) Verify(ctx context.Context, sealer *seal.Sealer) (BackupSum
 	if err != nil {
 		return sum, b.readError(err)
 	}
-	sum.AuditEvents, err = b.db.VerifyAudit(ctx)
+	sum.AuditEvents, err = b.db.verifyAudit(ctx, sealer)
 	if broken, ok := errors.AsType[*audit.BrokenError](err); ok {
 		return sum, fmt.Errorf("the backup's audit chain does not verify: %w", broken)
 	}

@@ -39,7 +39,7 @@ func emptyTarget(t *testing.T, master []byte) *env {
 	if onPostgres() {
 		tgt.url = pgSchema(t)
 	}
-	db, err := store.Open(tgt.ctx, tgt.url, tgt.dir, store.Options{})
+	db, err := store.Open(tgt.ctx, tgt.url, tgt.dir, store.Options{Sealer: mustSealer(t, master)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -189,7 +189,7 @@ func TestDamagedBackupRefused(t *testing.T) {
 		{name: "key material", damage: flipIn(column(`SELECT ciphertext FROM recovery_keys LIMIT 1`)), want: "does not open: the backup is damaged"},
 		{name: "newer schema", edit: `INSERT INTO schema_migrations (version, applied_at) VALUES (9999, 0)`, want: "newer Keyward"},
 		{name: "not Keyward", damage: func([]byte) []byte { return nil }, edit: `CREATE TABLE notes (x TEXT)`, want: "not a Keyward backup"},
-		{name: "events cut off the end", edit: `DELETE FROM audit_events WHERE seq = (SELECT MAX(seq) FROM audit_events)`, want: "missing from the end"},
+		{name: "events cut off the end", edit: `DELETE FROM audit_events WHERE seq = (SELECT MAX(seq) FROM audit_events)`, want: "the end of the chain was cut off"},
 		{name: "wrong master key", master: mustGenerate(t), want: "another master key"},
 	}
 	for _, c := range cases {

@@ -3,9 +3,11 @@ package store
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
 	"strings"
 
+	"github.com/keyward/keyward/internal/audit"
 	"github.com/keyward/keyward/internal/escrow"
 )
 
@@ -42,9 +44,42 @@ func (db *DB) CopyTo(ctx context.Context, dst *DB) (CopyStats, error) {
 	return db.copyTo(ctx, dst, nil)
 }
 
+// MigrateTo copies the installation into dst as CopyTo does and records the copy as
+// store.migrate in both audit trails: in this one before the copy (a copy of every sealed secret
+// leaving the database is an access worth answering for, and with no record there is no copy),
+// and in dst inside the copy's transaction, so the copied trail says where it came from. from
+// and to name the two stores in the events; they must hold no secrets (no passwords in URLs).
+// A copy that fails after the first record is recorded in this trail as an error.
+func (db *DB) MigrateTo(ctx context.Context, dst *DB, o escrow.Origin, from, to string) (CopyStats, error) {
+	e := o.Event(escrow.ActionStoreMigrate, escrow.OutcomeSuccess)
+	e.Detail = "copying this installation to " + to
+	if err := db.Record(ctx, e); err != nil {
+		return nil, fmt.Errorf("the copy could not be recorded in the audit trail, so nothing was copied: %w", err)
+	}
+	stats, err := db.copyTo(ctx, dst, func(tx *sql.Tx) error {
+		e := o.Event(escrow.ActionStoreMigrate, escrow.OutcomeSuccess)
+		e.Detail = "copied from " + from
+		return dst.appendEvent(ctx, tx, e)
+	})
+	if err != nil {
+		fail := o.Event(escrow.ActionStoreMigrate, escrow.OutcomeError)
+		fail.Detail = "the copy to " + to + " failed; the destination is unchanged"
+		// The copy's error is what the caller must see; a failure to record it joins it.
+		if rerr := db.Record(ctx, fail); rerr != nil {
+			err = errors.Join(err, rerr)
+		}
+		return stats, err
+	}
+	return stats, nil
+}
+
 // copyTo is CopyTo with a last step, run on dst inside the copy's transaction (nil for none).
 func (db *DB) copyTo(ctx context.Context, dst *DB, last func(tx *sql.Tx) error) (CopyStats, error) {
 	stats := CopyStats{}
+	// dst takes the copied audit key inside the copy's transaction, for last's event, and
+	// goes back to its own if the copy does not commit.
+	var prevKey *audit.Key
+	var swapped bool
 	err := db.read(ctx, func(src *sql.Tx) error {
 		return runTx(ctx, dst.rw, nil, func(tx *sql.Tx) error {
 			for _, t := range []string{"users", "devices", "audit_events"} {
@@ -70,11 +105,11 @@ func (db *DB) copyTo(ctx context.Context, dst *DB, last func(tx *sql.Tx) error) 
 				stats[t.name] = n
 			}
 			var seq int64
-			var hash []byte
-			if err := src.QueryRowContext(ctx, `SELECT seq, hash FROM audit_head WHERE id = 1`).Scan(&seq, &hash); err != nil {
+			var hash, mac []byte
+			if err := src.QueryRowContext(ctx, `SELECT seq, hash, mac FROM audit_head WHERE id = 1`).Scan(&seq, &hash, &mac); err != nil {
 				return err
 			}
-			if _, err := tx.ExecContext(ctx, `UPDATE audit_head SET seq = $1, hash = $2 WHERE id = 1`, seq, hash); err != nil {
+			if _, err := tx.ExecContext(ctx, `UPDATE audit_head SET seq = $1, hash = $2, mac = $3 WHERE id = 1`, seq, hash, mac); err != nil {
 				return err
 			}
 			if dst.dialect == "postgres" {
@@ -83,12 +118,24 @@ func (db *DB) copyTo(ctx context.Context, dst *DB, last func(tx *sql.Tx) error) 
 					return err
 				}
 			}
+			if dst.sealer != nil {
+				// The copied check value holds the source's audit key, which dst goes on
+				// with (keying the chain now if the source's was not keyed yet).
+				k, err := ensureAuditKey(ctx, tx, dst.sealer, dst.Rand)
+				if err != nil {
+					return err
+				}
+				prevKey, swapped = dst.auditKey.Swap(k), true
+			}
 			if last != nil {
 				return last(tx)
 			}
 			return nil
 		})
 	})
+	if err != nil && swapped {
+		dst.auditKey.Store(prevKey)
+	}
 	return stats, err
 }
 

@@ -154,7 +154,7 @@ func TestRewrapMasterKeyIsIdempotent(t *testing.T) {
 		!strings.Contains(events[1].Detail, "10 already wrapped by it") {
 		t.Fatalf("masterkey.rotate events: %+v", events)
 	}
-	if _, err := e.db.VerifyAudit(e.ctx); err != nil {
+	if _, err := cli.db.VerifyAudit(e.ctx); err != nil {
 		t.Fatalf("VerifyAudit: %v", err)
 	}
 }

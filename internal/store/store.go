@@ -22,9 +22,11 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	_ "github.com/jackc/pgx/v5/stdlib" // registers the "pgx" driver
+	"github.com/keyward/keyward/internal/audit"
 	"github.com/keyward/keyward/internal/escrow"
 	"github.com/keyward/keyward/internal/seal"
 	_ "modernc.org/sqlite" // registers the "sqlite" driver
@@ -58,6 +60,10 @@ type DB struct {
 	// Rand is the source of randomness for IDs and tokens.
 	Rand io.Reader
 
+	// auditKey keys the audit chain (auditkey.go); nil on a store opened without the master
+	// key, which can read but not append.
+	auditKey atomic.Pointer[audit.Key]
+
 	// rewrapHook runs between reading a batch of values to re-wrap and writing them; tests
 	// use it to write behind the re-wrap's back as a server would.
 	rewrapHook func()
@@ -77,7 +83,14 @@ func OpenSQLite(ctx context.Context, dataDir string, opts Options) (*DB, error) 
 	if err := os.MkdirAll(dataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("create data directory: %w", err)
 	}
-	return openSQLiteFile(ctx, filepath.Join(dataDir, DatabaseFile), "WAL", opts)
+	if err := CheckDataDir(dataDir); err != nil {
+		return nil, err
+	}
+	path := filepath.Join(dataDir, DatabaseFile)
+	if err := restrictSQLiteFiles(path); err != nil {
+		return nil, err
+	}
+	return openSQLiteFile(ctx, path, "WAL", opts)
 }
 
 // openSQLiteFile opens the SQLite database file at path with the given journal mode: WAL for
@@ -271,23 +284,16 @@ func migrationList(dialect string) ([]migration, error) {
 }
 
 // checkSealer stores a sealed check value on first start and opens it on every later start,
-// so that a wrong master key stops the server at once, not at the first disclosure.
+// so that a wrong master key stops the server at once, not at the first disclosure. The check
+// value carries the audit chain's key; the first start with the master key keys the chain.
 func (db *DB) checkSealer(ctx context.Context) error {
 	return db.write(ctx, func(tx *sql.Tx) error {
-		var c seal.Sealed
-		err := tx.QueryRowContext(ctx, `SELECT ciphertext, wrapped_key FROM seal_check WHERE id = 1`).Scan(&c.Ciphertext, &c.WrappedKey)
-		if errors.Is(err, sql.ErrNoRows) {
-			c, err = db.sealer.NewCheck()
-			if err != nil {
-				return err
-			}
-			_, err = tx.ExecContext(ctx, `INSERT INTO seal_check (id, ciphertext, wrapped_key) VALUES (1, $1, $2)`, c.Ciphertext, c.WrappedKey)
-			return err
-		}
+		k, err := ensureAuditKey(ctx, tx, db.sealer, db.Rand)
 		if err != nil {
 			return err
 		}
-		return db.sealer.VerifyCheck(c)
+		db.auditKey.Store(k)
+		return nil
 	})
 }
 

@@ -26,7 +26,7 @@ var auditActions = []string{
 	escrow.ActionTokenCreate, escrow.ActionTokenRevoke, escrow.ActionTokenRead,
 	escrow.ActionEnrollTokenCreate, escrow.ActionEnrollTokenRevoke, escrow.ActionEnrollTokenRead, escrow.ActionSettingsUpdate,
 	escrow.ActionDeviceRead, escrow.ActionDeviceRetire, escrow.ActionMasterKeyRotate, escrow.ActionMasterKeyRetire,
-	escrow.ActionStoreBackup, escrow.ActionStoreRestore, escrow.ActionMetricsRead,
+	escrow.ActionStoreBackup, escrow.ActionStoreRestore, escrow.ActionStoreMigrate, escrow.ActionMetricsRead,
 }
 
 var auditSources = []escrow.Source{escrow.SourceAdminPortal, escrow.SourceSelfService, escrow.SourceAPI, escrow.SourceAgent, escrow.SourceCLI, escrow.SourceSystem}
