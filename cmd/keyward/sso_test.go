@@ -119,6 +119,7 @@ func TestSSOWithReadmeFlags(t *testing.T) {
 // rules as the API (a 400 there, exit 1 here, naming the field) and store nothing refused.
 func TestCommandsRefuseInvisibleText(t *testing.T) {
 	dir := t.TempDir()
+	start(t, dir, nil) // the installation, with its master key: admin commands need it
 	run := cliRunner(t, dir)
 	run(0, "users", "add", "--email", "admin@example.com", "--role", "admin")
 	for _, c := range []struct {

@@ -82,6 +82,12 @@ func TestMigrateCanonicalNames(t *testing.T) {
 	}
 	e.exec(raw, `CREATE TABLE schema_migrations (version BIGINT PRIMARY KEY, applied_at BIGINT NOT NULL)`)
 	e.exec(raw, `INSERT INTO schema_migrations (version, applied_at) VALUES (1, 0), (2, 0), (3, 0), (4, 0)`)
+	// The check value the first start of that version wrote.
+	check, err := mustSealer(t, e.master).NewCheck()
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.exec(raw, `INSERT INTO seal_check (id, ciphertext, wrapped_key) VALUES (1, $1, $2)`, check.Ciphertext, check.WrappedKey)
 	// What strings.ToLower made of them: U+212A (Kelvin sign) lower-cases to "k".
 	e.exec(raw, `INSERT INTO users (id, email, email_key, role, created_at) VALUES
 		('u1', 'Sam@Example.com', 'sam@example.com', 'user', 1),
