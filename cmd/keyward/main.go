@@ -44,6 +44,7 @@ Usage:
   keyward master-key rewrap [--master-key-file F] [--batch-size N]
   keyward master-key retire [--master-key-file F]
   keyward master-key status [--master-key-file F]
+  keyward version
 
 Master-key rotation, with the servers running: "rotate" adds a new primary key to the key file
 and re-wraps every data key under it. With several servers, each with its own copy of the file:
@@ -159,6 +160,8 @@ func dispatch(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 		return masterKeyStatus(ctx, rest[1:], env)
 	case cmd == "migrate-store":
 		return migrateStore(ctx, rest, env)
+	case cmd == "version" || cmd == "--version":
+		return versionCmd(rest, env)
 	case cmd == "help" || cmd == "-h" || cmd == "--help":
 		fmt.Fprint(stdout, usage)
 		return nil
