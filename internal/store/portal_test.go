@@ -163,6 +163,33 @@ func TestRateLimit(t *testing.T) {
 	if _, err := e.db.HitRateLimit(e.ctx, "x", 0, time.Minute); err == nil {
 		t.Fatal("a limit of 0 was accepted")
 	}
+
+	t.Run("undo takes back one attempt of the current window", func(t *testing.T) {
+		for range 3 {
+			hit("undo")
+			if err := e.db.UndoRateLimit(e.ctx, "undo"); err != nil {
+				t.Fatal(err)
+			}
+		}
+		for i := range 3 {
+			if w := hit("undo"); w != 0 {
+				t.Fatalf("attempt %d after three taken back: wait %v", i+1, w)
+			}
+		}
+		if w := hit("undo"); w == 0 {
+			t.Fatal("the fourth counted attempt was not refused")
+		}
+		// Nothing to take back goes below zero, and an unknown bucket is no error.
+		for range 10 {
+			if err := e.db.UndoRateLimit(e.ctx, "never-hit"); err != nil {
+				t.Fatal(err)
+			}
+		}
+		e.clock.Advance(15 * time.Minute)
+		if err := e.db.UndoRateLimit(e.ctx, "never-hit"); err != nil {
+			t.Fatal(err)
+		}
+	})
 }
 
 func TestSSOLogins(t *testing.T) {
