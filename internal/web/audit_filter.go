@@ -23,7 +23,7 @@ var auditActions = []string{
 	escrow.ActionRotateFail, escrow.ActionDeviceEnroll, escrow.ActionDeviceReport, escrow.ActionAuth, escrow.ActionSignIn, escrow.ActionSignOut,
 	escrow.ActionUserCreate, escrow.ActionUserRole, escrow.ActionUserDisable, escrow.ActionUserEnable, escrow.ActionUserRead,
 	escrow.ActionTokenCreate, escrow.ActionTokenRevoke, escrow.ActionTokenRead,
-	escrow.ActionEnrollTokenCreate, escrow.ActionEnrollTokenRevoke, escrow.ActionEnrollTokenRead, escrow.ActionSettingsUpdate,
+	escrow.ActionEnrollTokenCreate, escrow.ActionEnrollTokenRevoke, escrow.ActionEnrollTokenRead, escrow.ActionSettingsUpdate, escrow.ActionIncidentStart, escrow.ActionIncidentStop,
 	escrow.ActionDeviceRead, escrow.ActionDeviceRetire, escrow.ActionMasterKeyRotate, escrow.ActionMasterKeyRetire,
 	escrow.ActionStoreBackup, escrow.ActionStoreRestore, escrow.ActionMetricsRead,
 }
