@@ -253,6 +253,9 @@ func TestIncidentModeAndLimitSettings(t *testing.T) {
 	}
 
 	run := cliRunner(t, dir)
+	if out := run(0, "help"); !strings.Contains(out, "keyward incident start --for DURATION") || !strings.Contains(out, "keyward incident stop") {
+		t.Errorf("usage does not name the incident commands")
+	}
 	run(2, "incident", "start")
 	run(2, "incident", "start", "--for", "8d")
 	run(2, "incident", "stop", "--for", "1h")
