@@ -88,7 +88,7 @@ func TestIncidentMode(t *testing.T) {
 	// It ends by itself at its time.
 	e.post("/settings/incident", admin, url.Values{"for": {"1h"}}).must(t, http.StatusSeeOther)
 	view("bob@example.com", http.StatusOK)
-	e.clock.Advance(61 * time.Minute) // also a new self-service window
+	e.clock.Advance(61 * time.Minute)      // also a new self-service window
 	admin = e.session("admin@example.com") // the old sessions are idle too long
 	for _, who := range people {
 		cookies[who] = e.session(who)
