@@ -207,6 +207,44 @@ func devicesRetire(ctx context.Context, args []string, env cliEnv) error {
 	})
 }
 
+// incidentCmd starts incident mode for --for, or stops it. The store records incident.start
+// or incident.stop with the command's user.
+func incidentCmd(ctx context.Context, args []string, env cliEnv, start bool) error {
+	name := "incident stop"
+	if start {
+		name = "incident start"
+	}
+	fs := newFlags(name)
+	length := new(string)
+	if start {
+		length = fs.String("for", "", "how long incident mode lasts, like 6h or 1d (at most 7d)")
+	}
+	var until string
+	check := func() error {
+		if !start {
+			return nil
+		}
+		d, err := escrow.ParseDuration(*length)
+		if err != nil || d < time.Minute || d > escrow.MaxIncident {
+			return exitError{2, "incident start: give --for, from 1m to " + escrow.FormatDuration(escrow.MaxIncident) + ", like 6h"}
+		}
+		until = time.Now().Add(d).UTC().Format(time.RFC3339)
+		return nil
+	}
+	return onStore(ctx, fs, args, env, check, func(db *store.DB) error {
+		set, err := db.UpdateSettings(ctx, cliOrigin(), map[string]string{"incidentModeUntil": until})
+		if err != nil {
+			return exitError{1, name + ": " + escrow.ErrorMessage(err)}
+		}
+		if start {
+			fmt.Fprintf(env.stdout, "incident mode on until %s\n", set.Get("incidentModeUntil"))
+		} else {
+			fmt.Fprintln(env.stdout, "incident mode off")
+		}
+		return nil
+	})
+}
+
 func auditVerify(ctx context.Context, args []string, env cliEnv) error {
 	return onStore(ctx, newFlags("audit verify"), args, env, nil, func(db *store.DB) error {
 		n, err := db.VerifyAudit(ctx)

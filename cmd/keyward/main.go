@@ -35,6 +35,8 @@ Usage:
   keyward enroll-tokens list
   keyward enroll-tokens revoke --id ID
   keyward devices retire --id DEVICE_ID --reason TEXT
+  keyward incident start --for DURATION
+  keyward incident stop
   keyward audit verify
   keyward audit export [--format json|ndjson|csv]
   keyward backup --out FILE [--master-key-file F]
@@ -66,6 +68,10 @@ Retiring a decommissioned or wiped device: "devices retire" refuses its device t
 fails its open rotations and supersedes its keys, which stay viewable (audited) for the
 retention period and are then purged; the device leaves the device list, the escrow report and
 the metrics.
+
+Incident mode, for a mass-recovery day: "incident start --for 6h" lifts the per-address
+self-service limit (each person's limit stays) until then, at most 7d; "incident stop" ends
+it sooner. Both are recorded in the audit trail, and every admin page shows a banner meanwhile.
 
 backup writes a consistent snapshot, taken while servers run, to a new SQLite file and verifies
 it; restore copies a verified backup into an empty data directory or database. Both check the
@@ -142,6 +148,8 @@ func dispatch(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 		return enrollTokensRevoke(ctx, rest[1:], env)
 	case cmd == "devices" && sub == "retire":
 		return devicesRetire(ctx, rest[1:], env)
+	case cmd == "incident" && (sub == "start" || sub == "stop"):
+		return incidentCmd(ctx, rest[1:], env, sub == "start")
 	case cmd == "audit" && sub == "verify":
 		return auditVerify(ctx, rest[1:], env)
 	case cmd == "audit" && sub == "export":

@@ -190,7 +190,7 @@ func (s *Server) Open(ctx context.Context, logOut io.Writer) error {
 // issuer is given; a person whose claims map to no role gets --oidc-default-role (user by
 // default, so that everyone can use self-service), or is refused with "none".
 func (s *Server) portalConfig() (web.Config, error) {
-	cfg := web.Config{PublicURL: s.PublicURL}
+	cfg := web.Config{PublicURL: s.PublicURL, Now: s.Now}
 	if s.OIDCIssuer == "" {
 		if err := cfg.Validate(); err != nil {
 			return cfg, exitError{2, "serve: " + err.Error()}

@@ -1,7 +1,9 @@
 package api
 
 import (
+	"context"
 	"encoding/base64"
+	"log/slog"
 	"net/http"
 	"strings"
 	"time"
@@ -25,21 +27,58 @@ type enrollResponse struct {
 }
 
 // agentEnroll serves POST /api/agent/enroll. The enrollment token in the body is the
-// credential; the store checks it and records refusals.
+// credential; the store checks it and records refusals. Failed enrollments are limited per
+// client address (in the database, so every server counts together): a client trying
+// made-up tokens is refused with 429 once the address has failed enrollmentLimitPerAddress
+// times in the window, and only its first refusal of the window is recorded, so it can fill
+// neither the audit trail nor the chain's lock. Good enrollments never count: a whole site
+// behind one address enrolls as fast as it likes.
 func (s *Server) agentEnroll(w http.ResponseWriter, r *http.Request) error {
 	var req enrollRequest
 	if err := decodeJSON(w, r, &req, false); err != nil {
 		return err
 	}
+	o := origin(r, escrow.Principal{})
+	o.Source = escrow.SourceAgent
+	set, err := s.store.Settings(r.Context())
+	if err != nil {
+		return err
+	}
+	lim := set.EnrollLimit
+	bucket := "enroll:address:" + o.IP
+	wait, err := s.store.HitRateLimit(r.Context(), bucket, lim.PerAddress, lim.Window)
+	if err != nil {
+		return err
+	}
+	if wait > 0 {
+		again, err := s.store.HitRateLimit(r.Context(), "refused:enroll:"+o.IP, 1, lim.Window)
+		if err != nil {
+			return err
+		}
+		if again == 0 {
+			e := o.Event(escrow.ActionDeviceEnroll, escrow.OutcomeDenied)
+			e.Detail = "too many failed enrollments from this address; further refusals are not recorded for the rest of this " +
+				escrow.FormatDuration(lim.Window) + " window"
+			if err := s.store.Record(r.Context(), e); err != nil {
+				return err
+			}
+		}
+		return rateLimited{wait: wait, msg: "too many failed enrollments from this address; try again later"}
+	}
 	tok, err := escrow.ParseToken(req.EnrollmentToken)
 	if err != nil || tok.Kind != escrow.TokenEnrollment {
 		return escrow.Errorf(escrow.CodeUnauthorized, "enrollmentToken: not valid, used up, expired or revoked")
 	}
-	o := origin(r, escrow.Principal{})
-	o.Source = escrow.SourceAgent
 	en, err := s.store.Enroll(r.Context(), o, tok, escrow.Enrollment{
 		Hostname: req.Hostname, SerialNumber: req.SerialNumber, OSVersion: req.OSVersion, OwnerUPN: req.OwnerUPN,
 	})
+	if escrow.ErrorCode(err) != escrow.CodeUnauthorized {
+		// Only a refused token is a failure; take the attempt back. Not the request's context:
+		// the client leaving now must not leave a failure counted against its address.
+		if uerr := s.store.UndoRateLimit(context.WithoutCancel(r.Context()), bucket); uerr != nil {
+			s.log.LogAttrs(r.Context(), slog.LevelWarn, "rate limit not taken back", slog.String("error", uerr.Error()))
+		}
+	}
 	if err != nil {
 		return err
 	}

@@ -20,6 +20,8 @@ type Store interface {
 	AuthenticateAPIToken(ctx context.Context, tok escrow.Token) (escrow.Principal, error)
 	AuthenticateDevice(ctx context.Context, tok escrow.Token) (escrow.Principal, error)
 	Record(ctx context.Context, e escrow.AuditEvent) error
+	HitRateLimit(ctx context.Context, bucket string, limit int, window time.Duration) (time.Duration, error)
+	UndoRateLimit(ctx context.Context, bucket string) error
 
 	Enroll(ctx context.Context, o escrow.Origin, enrollToken escrow.Token, en escrow.Enrollment) (escrow.Enrolled, error)
 	Escrow(ctx context.Context, o escrow.Origin, deviceID string, req escrow.EscrowRequest) (created bool, err error)

@@ -162,10 +162,10 @@ func (s *Server) authenticate(r *http.Request, kind escrow.TokenKind) (escrow.Pr
 		e.Detail = "invalid token for " + cleanHeader(r.Method, 32) + " " + cleanHeader(r.URL.Path, 512)
 		if wait > 0 {
 			if n > authFailureLimit+1 {
-				return p, rateLimited{wait}
+				return p, rateLimited{wait: wait}
 			}
 			e.Detail += fmt.Sprintf("; too many invalid tokens from this address: the next %s are refused and not recorded", wait.Round(time.Second))
-			err = rateLimited{wait}
+			err = rateLimited{wait: wait}
 		}
 		if rerr := s.store.Record(r.Context(), e); rerr != nil {
 			return p, rerr
@@ -174,14 +174,23 @@ func (s *Server) authenticate(r *http.Request, kind escrow.TokenKind) (escrow.Pr
 	return p, err
 }
 
-// rateLimited refuses a request for a while: 429, with Retry-After.
-type rateLimited struct{ wait time.Duration }
+// rateLimited refuses a request for a while: 429, with Retry-After. Its message is
+// rateLimitedMessage unless msg says otherwise.
+type rateLimited struct {
+	wait time.Duration
+	msg  string
+}
 
 const rateLimitedMessage = "too many invalid tokens from this address; try again later"
 
-func (e rateLimited) Error() string { return rateLimitedMessage }
+func (e rateLimited) Error() string {
+	if e.msg != "" {
+		return e.msg
+	}
+	return rateLimitedMessage
+}
 
-func (e rateLimited) Unwrap() error { return escrow.Errorf(escrow.CodeRateLimited, rateLimitedMessage) }
+func (e rateLimited) Unwrap() error { return escrow.Errorf(escrow.CodeRateLimited, "%s", e.Error()) }
 
 // authorize marks the request as checked and answers whether ok. A refusal is recorded as a
 // denied attempt of action.

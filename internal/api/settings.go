@@ -2,20 +2,31 @@ package api
 
 import (
 	"encoding/json"
+	"math"
 	"net/http"
 	"strconv"
 
 	"github.com/keyward/keyward/internal/escrow"
 )
 
-// settingsJSON is the settings document of SPEC §7: booleans, and durations as strings.
+// settingsJSON is the settings document of SPEC §7: booleans, durations as strings, limits
+// as numbers, and incidentModeUntil as an RFC 3339 time or null (off).
 func settingsJSON(s escrow.Settings) map[string]any {
 	out := map[string]any{}
 	for _, name := range escrow.SettingNames {
 		v := s.Get(name)
-		if b, err := strconv.ParseBool(v); err == nil && (name == "autoRotateOnDisclosure" || name == "selfServiceEnabled") {
-			out[name] = b
-		} else {
+		switch escrow.KindOf(name) {
+		case escrow.KindBool:
+			out[name], _ = strconv.ParseBool(v)
+		case escrow.KindCount:
+			out[name], _ = strconv.Atoi(v)
+		case escrow.KindTime:
+			if v == "" {
+				out[name] = nil
+			} else {
+				out[name] = v
+			}
+		default:
 			out[name] = v
 		}
 	}
@@ -47,11 +58,8 @@ func (s *Server) settingsPut(w http.ResponseWriter, r *http.Request) error {
 	}
 	change := map[string]string{}
 	for name, raw := range body {
-		known := false
-		for _, n := range escrow.SettingNames {
-			known = known || n == name
-		}
-		if !known {
+		kind := escrow.KindOf(name)
+		if kind == escrow.KindUnknown {
 			return escrow.Errorf(escrow.CodeInvalid, "%s: unknown field", cleanHeader(name, 64))
 		}
 		var v any
@@ -60,20 +68,31 @@ func (s *Server) settingsPut(w http.ResponseWriter, r *http.Request) error {
 		}
 		switch v := v.(type) {
 		case bool:
+			if kind != escrow.KindBool {
+				return escrow.Errorf(escrow.CodeInvalid, "%s: %s", name, wantJSON(name, kind))
+			}
 			change[name] = strconv.FormatBool(v)
 		case string:
-			if name == "autoRotateOnDisclosure" || name == "selfServiceEnabled" {
-				return escrow.Errorf(escrow.CodeInvalid, "%s: must be true or false", name)
+			if kind == escrow.KindBool || kind == escrow.KindCount {
+				return escrow.Errorf(escrow.CodeInvalid, "%s: %s", name, wantJSON(name, kind))
 			}
 			change[name] = v
 		case float64:
-			if name == "maxKeyAge" && v == 0 {
+			switch {
+			case kind == escrow.KindCount && v == math.Trunc(v) && math.Abs(v) <= escrow.MaxLimitCount+1:
+				change[name] = strconv.Itoa(int(v)) // the range is checked with the other rules
+			case name == "maxKeyAge" && v == 0:
 				change[name] = "0"
-				continue
+			default:
+				return escrow.Errorf(escrow.CodeInvalid, "%s: %s", name, wantJSON(name, kind))
 			}
-			return escrow.Errorf(escrow.CodeInvalid, "%s: give durations as strings, like \"7d\"", name)
+		case nil:
+			if kind != escrow.KindTime {
+				return escrow.Errorf(escrow.CodeInvalid, "%s: %s", name, wantJSON(name, kind))
+			}
+			change[name] = ""
 		default:
-			return escrow.Errorf(escrow.CodeInvalid, "%s: must be a string or true/false", name)
+			return escrow.Errorf(escrow.CodeInvalid, "%s: %s", name, wantJSON(name, kind))
 		}
 	}
 	set, err := s.store.UpdateSettings(r.Context(), origin(r, p), change)
@@ -81,4 +100,20 @@ func (s *Server) settingsPut(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	return writeJSON(w, http.StatusOK, settingsJSON(set))
+}
+
+// wantJSON says what JSON value a setting takes.
+func wantJSON(name string, kind escrow.SettingKind) string {
+	switch kind {
+	case escrow.KindBool:
+		return "must be true or false"
+	case escrow.KindCount:
+		return "must be a whole number, like 100"
+	case escrow.KindTime:
+		return "must be an RFC 3339 time like \"2026-12-01T18:00:00Z\", or null for off"
+	}
+	if name == "maxKeyAge" {
+		return "give durations as strings, like \"90d\", or 0 for off"
+	}
+	return "give durations as strings, like \"7d\""
 }

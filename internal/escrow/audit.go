@@ -62,6 +62,8 @@ const (
 	ActionTokenCreate       = "token.create"
 	ActionEnrollTokenCreate = "enrollment_token.create"
 	ActionSettingsUpdate    = "settings.update"
+	ActionIncidentStart     = "incident.start" // incident mode switched on, or its end moved
+	ActionIncidentStop      = "incident.stop"
 	ActionSignIn            = "auth.signin"
 	ActionSignOut           = "auth.signout"
 	ActionUserRole          = "user.role"

@@ -15,7 +15,36 @@ type Settings struct {
 	EscrowGracePeriod      time.Duration
 	RotationTimeout        time.Duration
 	MaxKeyAge              time.Duration // 0: off
+
+	// Abuse limits, each a fixed window in the database shared by every server. Sign-in and
+	// enrollment count failures only; self-service counts every disclosure attempt.
+	SignInLimit      RateLimit // PerPerson: failed sign-ins of one account from one address
+	SelfServiceLimit RateLimit // PerPerson: disclosure attempts of one person
+	EnrollLimit      RateLimit // per address only: failed enrollments
+	// IncidentModeUntil, while in the future, lifts the per-address self-service limit (a
+	// mass-recovery day sends a whole office behind one address to /my); zero: off.
+	IncidentModeUntil time.Time
 }
+
+// RateLimit is one kind of attempt's limits: at most PerPerson attempts of one person and
+// PerAddress attempts from one client address per Window. PerPerson is 0 where no person is known.
+type RateLimit struct {
+	PerPerson  int
+	PerAddress int
+	Window     time.Duration
+}
+
+// IncidentOn reports whether incident mode is on at now.
+func (s Settings) IncidentOn(now time.Time) bool {
+	return !s.IncidentModeUntil.IsZero() && now.Before(s.IncidentModeUntil)
+}
+
+// MaxIncident is the longest incident mode lasts from when it is switched on: a switch
+// forgotten on must not lift a limit for good.
+const MaxIncident = 7 * 24 * time.Hour
+
+// MaxLimitCount bounds every limit's count; anything larger is no limit at all.
+const MaxLimitCount = 1_000_000
 
 // DefaultSettings are the settings of a new installation.
 func DefaultSettings() Settings {
@@ -25,6 +54,9 @@ func DefaultSettings() Settings {
 		RetentionPeriod:        7 * 24 * time.Hour,
 		EscrowGracePeriod:      DefaultGracePeriod,
 		RotationTimeout:        time.Hour,
+		SignInLimit:            RateLimit{PerPerson: 10, PerAddress: 100, Window: 15 * time.Minute},
+		SelfServiceLimit:       RateLimit{PerPerson: 10, PerAddress: 30, Window: time.Hour},
+		EnrollLimit:            RateLimit{PerAddress: 30, Window: 15 * time.Minute},
 	}
 }
 
@@ -82,30 +114,75 @@ func FormatDuration(d time.Duration) string {
 }
 
 // SettingNames are the settings' names in the API, in display order.
-var SettingNames = []string{"autoRotateOnDisclosure", "selfServiceEnabled", "retentionPeriod", "escrowGracePeriod", "rotationTimeout", "maxKeyAge"}
+var SettingNames = []string{"autoRotateOnDisclosure", "selfServiceEnabled", "retentionPeriod", "escrowGracePeriod", "rotationTimeout", "maxKeyAge",
+	"signInLimitPerAccount", "signInLimitPerAddress", "signInLimitWindow",
+	"selfServiceLimitPerPerson", "selfServiceLimitPerAddress", "selfServiceLimitWindow",
+	"enrollmentLimitPerAddress", "enrollmentLimitWindow", "incidentModeUntil"}
+
+// SettingKind is how a setting's value is written in the API.
+type SettingKind int
+
+const (
+	KindUnknown  SettingKind = iota
+	KindBool                 // true or false
+	KindDuration             // a string like "7d"
+	KindCount                // a JSON number
+	KindTime                 // an RFC 3339 time, or "" (JSON null) for none
+)
+
+// KindOf returns the kind of the named setting (KindUnknown for no setting).
+func KindOf(name string) SettingKind {
+	var s Settings
+	switch {
+	case name == "autoRotateOnDisclosure" || name == "selfServiceEnabled":
+		return KindBool
+	case s.duration(name) != nil:
+		return KindDuration
+	case s.count(name) != nil:
+		return KindCount
+	case name == "incidentModeUntil":
+		return KindTime
+	}
+	return KindUnknown
+}
 
 // Set changes one setting from its API form. Errors: CodeInvalid naming the setting and the rule.
 func (s *Settings) Set(name, value string) error {
 	var err error
-	switch name {
-	case "autoRotateOnDisclosure", "selfServiceEnabled":
+	switch KindOf(name) {
+	case KindBool:
 		var b bool
 		if b, err = strconv.ParseBool(value); err == nil {
 			*s.flag(name) = b
 		}
-	default:
-		d := s.duration(name)
-		if d == nil {
-			return Errorf(CodeInvalid, "%s: not a setting", name)
-		}
+	case KindDuration:
 		var v time.Duration
 		v, err = ParseDuration(value)
 		if err == nil && v < time.Second && !(name == "maxKeyAge" && v == 0) {
 			err = fmt.Errorf("too short")
 		}
 		if err == nil {
-			*d = v
+			*s.duration(name) = v
 		}
+	case KindCount:
+		var n int
+		n, err = strconv.Atoi(strings.TrimSpace(value))
+		if err == nil && (n < 1 || n > MaxLimitCount) {
+			err = fmt.Errorf("out of range")
+		}
+		if err == nil {
+			*s.count(name) = n
+		}
+	case KindTime:
+		var t time.Time
+		if v := strings.TrimSpace(value); v != "" {
+			t, err = time.Parse(time.RFC3339, v)
+		}
+		if err == nil {
+			s.IncidentModeUntil = t.UTC()
+		}
+	default:
+		return Errorf(CodeInvalid, "%s: not a setting", name)
 	}
 	if err != nil {
 		return Errorf(CodeInvalid, "%s: %s", name, settingRule(name))
@@ -113,16 +190,20 @@ func (s *Settings) Set(name, value string) error {
 	return nil
 }
 
-// Get returns one setting in its API form ("" for an unknown name).
+// Get returns one setting in its API form ("" for an unknown name, and for no incident).
 func (s Settings) Get(name string) string {
-	switch name {
-	case "autoRotateOnDisclosure":
-		return strconv.FormatBool(s.AutoRotateOnDisclosure)
-	case "selfServiceEnabled":
-		return strconv.FormatBool(s.SelfServiceEnabled)
-	}
-	if d := s.duration(name); d != nil {
-		return FormatDuration(*d)
+	switch KindOf(name) {
+	case KindBool:
+		return strconv.FormatBool(*s.flag(name))
+	case KindDuration:
+		return FormatDuration(*s.duration(name))
+	case KindCount:
+		return strconv.Itoa(*s.count(name))
+	case KindTime:
+		if s.IncidentModeUntil.IsZero() {
+			return ""
+		}
+		return s.IncidentModeUntil.UTC().Format(time.RFC3339)
 	}
 	return ""
 }
@@ -144,15 +225,42 @@ func (s *Settings) duration(name string) *time.Duration {
 		return &s.RotationTimeout
 	case "maxKeyAge":
 		return &s.MaxKeyAge
+	case "signInLimitWindow":
+		return &s.SignInLimit.Window
+	case "selfServiceLimitWindow":
+		return &s.SelfServiceLimit.Window
+	case "enrollmentLimitWindow":
+		return &s.EnrollLimit.Window
+	}
+	return nil
+}
+
+func (s *Settings) count(name string) *int {
+	switch name {
+	case "signInLimitPerAccount":
+		return &s.SignInLimit.PerPerson
+	case "signInLimitPerAddress":
+		return &s.SignInLimit.PerAddress
+	case "selfServiceLimitPerPerson":
+		return &s.SelfServiceLimit.PerPerson
+	case "selfServiceLimitPerAddress":
+		return &s.SelfServiceLimit.PerAddress
+	case "enrollmentLimitPerAddress":
+		return &s.EnrollLimit.PerAddress
 	}
 	return nil
 }
 
 func settingRule(name string) string {
-	switch name {
-	case "autoRotateOnDisclosure", "selfServiceEnabled":
+	switch KindOf(name) {
+	case KindBool:
 		return "must be true or false"
-	case "maxKeyAge":
+	case KindCount:
+		return fmt.Sprintf("must be a whole number from 1 to %d", MaxLimitCount)
+	case KindTime:
+		return "must be an RFC 3339 time like 2026-12-01T18:00:00Z, or empty for off"
+	}
+	if name == "maxKeyAge" {
 		return "must be 0 (off) or a duration of at least 1s, like 90d"
 	}
 	return "must be a duration of at least 1s, like 7d, 36h or 90s"

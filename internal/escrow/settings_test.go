@@ -219,14 +219,17 @@ func TestSettingsGetSet(t *testing.T) {
 }
 
 func TestSettingNames(t *testing.T) {
-	// SPEC §7: the settings and their API names.
-	want := []string{"autoRotateOnDisclosure", "selfServiceEnabled", "retentionPeriod", "escrowGracePeriod", "rotationTimeout", "maxKeyAge"}
+	// SPEC §7: the settings and their API names, then the abuse limits and incident mode.
+	want := []string{"autoRotateOnDisclosure", "selfServiceEnabled", "retentionPeriod", "escrowGracePeriod", "rotationTimeout", "maxKeyAge",
+		"signInLimitPerAccount", "signInLimitPerAddress", "signInLimitWindow",
+		"selfServiceLimitPerPerson", "selfServiceLimitPerAddress", "selfServiceLimitWindow",
+		"enrollmentLimitPerAddress", "enrollmentLimitWindow", "incidentModeUntil"}
 	if !slices.Equal(escrow.SettingNames, want) {
 		t.Errorf("SettingNames = %q, want %q", escrow.SettingNames, want)
 	}
 	s := escrow.DefaultSettings()
 	for _, name := range escrow.SettingNames {
-		if s.Get(name) == "" {
+		if name != "incidentModeUntil" && s.Get(name) == "" {
 			t.Errorf("Get(%q) is empty", name)
 		}
 	}
@@ -267,5 +270,50 @@ func TestDefaultSettings(t *testing.T) {
 	}
 	if s.EscrowGracePeriod != escrow.DefaultGracePeriod {
 		t.Errorf("default escrowGracePeriod %v differs from DefaultGracePeriod %v", s.EscrowGracePeriod, escrow.DefaultGracePeriod)
+	}
+}
+
+// TestLimitSettings covers the abuse limits and incident mode: their defaults, their round
+// trip through the stored form, and refusals that name the setting.
+func TestLimitSettings(t *testing.T) {
+	s := escrow.DefaultSettings()
+	if s.SignInLimit != (escrow.RateLimit{PerPerson: 10, PerAddress: 100, Window: 15 * time.Minute}) ||
+		s.SelfServiceLimit != (escrow.RateLimit{PerPerson: 10, PerAddress: 30, Window: time.Hour}) ||
+		s.EnrollLimit != (escrow.RateLimit{PerAddress: 30, Window: 15 * time.Minute}) || !s.IncidentModeUntil.IsZero() {
+		t.Fatalf("default limits: %+v %+v %+v %v", s.SignInLimit, s.SelfServiceLimit, s.EnrollLimit, s.IncidentModeUntil)
+	}
+	for name, value := range map[string]string{"signInLimitPerAccount": "3", "selfServiceLimitPerAddress": "500",
+		"enrollmentLimitWindow": "1h", "incidentModeUntil": "2026-12-01T18:00:00+01:00"} {
+		if err := s.Set(name, value); err != nil {
+			t.Fatalf("Set(%s, %s): %v", name, value, err)
+		}
+	}
+	until := time.Date(2026, 12, 1, 17, 0, 0, 0, time.UTC)
+	if s.SignInLimit.PerPerson != 3 || s.SelfServiceLimit.PerAddress != 500 || s.EnrollLimit.Window != time.Hour || !s.IncidentModeUntil.Equal(until) {
+		t.Fatalf("after Set: %+v %+v %+v %v", s.SignInLimit, s.SelfServiceLimit, s.EnrollLimit, s.IncidentModeUntil)
+	}
+	if got := s.Get("incidentModeUntil"); got != "2026-12-01T17:00:00Z" {
+		t.Errorf("incidentModeUntil is stored as %q", got)
+	}
+	if !s.IncidentOn(until.Add(-time.Second)) || s.IncidentOn(until) {
+		t.Error("incident mode must be on before its end and off from it")
+	}
+	if err := s.Set("incidentModeUntil", ""); err != nil || s.IncidentOn(until.Add(-time.Hour)) {
+		t.Errorf("an empty incidentModeUntil must switch it off: %v", err)
+	}
+	for _, tt := range []struct{ name, value string }{
+		{"signInLimitPerAccount", "0"}, {"signInLimitPerAddress", "-1"}, {"selfServiceLimitPerPerson", "1.5"},
+		{"enrollmentLimitPerAddress", "1000001"}, {"selfServiceLimitPerAddress", "ten"},
+		{"signInLimitWindow", "0"}, {"enrollmentLimitWindow", "500ms"},
+		{"incidentModeUntil", "tomorrow"}, {"incidentModeUntil", "2026-12-01 18:00"},
+	} {
+		before := s
+		err := s.Set(tt.name, tt.value)
+		if escrow.ErrorCode(err) != escrow.CodeInvalid || !strings.HasPrefix(escrow.ErrorMessage(err), tt.name+": ") {
+			t.Errorf("Set(%s, %q) = %v, want invalid naming the setting", tt.name, tt.value, err)
+		}
+		if s != before {
+			t.Errorf("Set(%s, %q) changed the settings", tt.name, tt.value)
+		}
 	}
 }

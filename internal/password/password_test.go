@@ -1,9 +1,11 @@
 package password_test
 
 import (
+	"context"
 	"errors"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/keyward/keyward/internal/password"
 )
@@ -50,5 +52,48 @@ func TestVerifyDamaged(t *testing.T) {
 				t.Fatalf("got %v, want a damaged-hash error", err)
 			}
 		})
+	}
+}
+
+// TestCheckerBoundsChecks starts more checks at once than a Checker runs and queues: the
+// running and the queued ones answer, the rest are refused at once with ErrBusy.
+func TestCheckerBoundsChecks(t *testing.T) {
+	h, err := password.Hash("correct horse battery staple")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := password.NewChecker(1, 1, time.Minute)
+	const n = 6
+	start := make(chan struct{})
+	errs := make(chan error, n)
+	for range n {
+		go func() {
+			<-start
+			errs <- c.Verify(context.Background(), "correct horse battery staple", h)
+		}()
+	}
+	close(start)
+	var ok, busy int
+	for range n {
+		switch err := <-errs; {
+		case err == nil:
+			ok++
+		case errors.Is(err, password.ErrBusy):
+			busy++
+		default:
+			t.Fatalf("Verify: %v", err)
+		}
+	}
+	if ok < 2 || busy == 0 || ok+busy != n {
+		t.Fatalf("%d checked, %d refused as busy: want the running and the queued check to answer and the rest refused", ok, busy)
+	}
+	// Once the flood is over, the Checker takes checks again.
+	if err := c.Verify(context.Background(), "wrong horse battery staple", h); !errors.Is(err, password.ErrMismatch) {
+		t.Fatalf("after the flood: %v", err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if _, err := c.Hash(ctx, "correct horse battery staple"); err != nil {
+		t.Fatalf("a free slot is taken even with a done context (the check is short): %v", err)
 	}
 }

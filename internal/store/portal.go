@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"encoding/json"
 	"errors"
+	"slices"
 	"strings"
 	"time"
 
@@ -250,34 +251,68 @@ var errNoSSOLogin = escrow.Errorf(escrow.CodeNotFound, "state: this sign-in was 
 
 // HitRateLimit counts one attempt against bucket in the current fixed window and answers how
 // long the caller must wait when the window already holds limit attempts (0: go ahead). The
-// count is in the database, so several servers share it. Windows older than a day are swept
-// out on the way.
+// count is in the database, so several servers share it. A refused attempt is not counted.
+// Windows older than a day are swept out on the way.
 func (db *DB) HitRateLimit(ctx context.Context, bucket string, limit int, window time.Duration) (time.Duration, error) {
-	if window <= 0 || limit <= 0 {
+	return db.HitRateLimits(ctx, window, map[string]int{bucket: limit})
+}
+
+// HitRateLimits counts one attempt against every bucket (name to limit) in the current fixed
+// window, all or none: when any bucket already holds its limit, nothing is counted and the
+// answer is how long until the window ends. The upsert only counts below the limit, and the
+// row it locks serializes servers on PostgreSQL, so parallel attempts never pass a limit.
+func (db *DB) HitRateLimits(ctx context.Context, window time.Duration, limits map[string]int) (time.Duration, error) {
+	if window <= 0 {
 		return 0, escrow.Errorf(escrow.CodeInternal, "rate limit must have a positive window and limit")
 	}
+	buckets := make([]string, 0, len(limits))
+	for b, n := range limits {
+		if n <= 0 {
+			return 0, escrow.Errorf(escrow.CodeInternal, "rate limit must have a positive window and limit")
+		}
+		buckets = append(buckets, b)
+	}
+	// One order for every transaction, so two of them never wait on each other's rows.
+	slices.Sort(buckets)
 	now := db.Now()
 	start := now.Truncate(window)
-	var hits int64
+	errOver := errors.New("over the limit")
 	err := runTx(ctx, db.rw, nil, func(tx *sql.Tx) error {
 		if _, err := tx.ExecContext(ctx, `DELETE FROM rate_limits WHERE window_start < $1`, micros(now.Add(-window-24*time.Hour))); err != nil {
 			return err
 		}
-		return tx.QueryRowContext(ctx, `INSERT INTO rate_limits (bucket, window_start, hits) VALUES ($1, $2, 1)
-			ON CONFLICT (bucket, window_start) DO UPDATE SET hits = rate_limits.hits + 1
-			RETURNING hits`, bucket, micros(start)).Scan(&hits)
+		for _, b := range buckets {
+			var hits int64
+			err := tx.QueryRowContext(ctx, `INSERT INTO rate_limits (bucket, window_start, hits) VALUES ($1, $2, 1)
+				ON CONFLICT (bucket, window_start) DO UPDATE SET hits = rate_limits.hits + 1 WHERE rate_limits.hits < $3
+				RETURNING hits`, b, micros(start), limits[b]).Scan(&hits)
+			if errors.Is(err, sql.ErrNoRows) {
+				return errOver // rolls back what this call counted in the other buckets
+			}
+			if err != nil {
+				return err
+			}
+		}
+		return nil
 	})
-	if err != nil {
-		return 0, err
+	if errors.Is(err, errOver) {
+		return max(start.Add(window).Sub(now), time.Second), nil
 	}
-	if hits <= int64(limit) {
-		return 0, nil
-	}
-	wait := start.Add(window).Sub(now)
-	if wait < time.Second {
-		wait = time.Second
-	}
-	return wait, nil
+	return 0, err
+}
+
+// UndoRateLimit takes back one attempt HitRateLimit counted against bucket, for an attempt
+// that turned out not to be a failure (a sign-in with the right password, a good enrollment):
+// limits that count failures count first and take back after, so that parallel attempts can
+// never slip past a limit between a check and a count. It takes the hit from the bucket's
+// latest window, which is the one counted unless the window ended in between (then the old
+// window keeps the hit: at most one attempt too many, never one too few).
+func (db *DB) UndoRateLimit(ctx context.Context, bucket string) error {
+	return runTx(ctx, db.rw, nil, func(tx *sql.Tx) error {
+		_, err := tx.ExecContext(ctx, `UPDATE rate_limits SET hits = hits - 1 WHERE bucket = $1 AND hits > 0
+			AND window_start = (SELECT MAX(window_start) FROM rate_limits WHERE bucket = $1)`, bucket)
+		return err
+	})
 }
 
 // SearchDevices is ListDevices narrowed by what a person typed in the portal's search box: a

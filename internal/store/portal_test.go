@@ -163,6 +163,33 @@ func TestRateLimit(t *testing.T) {
 	if _, err := e.db.HitRateLimit(e.ctx, "x", 0, time.Minute); err == nil {
 		t.Fatal("a limit of 0 was accepted")
 	}
+
+	t.Run("undo takes back one attempt of the current window", func(t *testing.T) {
+		for range 3 {
+			hit("undo")
+			if err := e.db.UndoRateLimit(e.ctx, "undo"); err != nil {
+				t.Fatal(err)
+			}
+		}
+		for i := range 3 {
+			if w := hit("undo"); w != 0 {
+				t.Fatalf("attempt %d after three taken back: wait %v", i+1, w)
+			}
+		}
+		if w := hit("undo"); w == 0 {
+			t.Fatal("the fourth counted attempt was not refused")
+		}
+		// Nothing to take back goes below zero, and an unknown bucket is no error.
+		for range 10 {
+			if err := e.db.UndoRateLimit(e.ctx, "never-hit"); err != nil {
+				t.Fatal(err)
+			}
+		}
+		e.clock.Advance(15 * time.Minute)
+		if err := e.db.UndoRateLimit(e.ctx, "never-hit"); err != nil {
+			t.Fatal(err)
+		}
+	})
 }
 
 func TestSSOLogins(t *testing.T) {
@@ -477,5 +504,76 @@ func TestSSOLinksAreCopied(t *testing.T) {
 	wantCode(t, err, escrow.CodeUnauthorized)
 	if _, err := tgt.db.SSOUser(tgt.ctx, o, signOn("pw-sub", "pw@example.com", escrow.RoleUser)); err != nil {
 		t.Fatalf("allowed link after the copy: %v", err)
+	}
+}
+
+// TestHitRateLimitsAllOrNone: a request's buckets are counted together or not at all, so a
+// refused attempt is never a failure in its other buckets.
+func TestHitRateLimitsAllOrNone(t *testing.T) {
+	e := newEnv(t)
+	hit := func(limits map[string]int) time.Duration {
+		t.Helper()
+		wait, err := e.db.HitRateLimits(e.ctx, 15*time.Minute, limits)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return wait
+	}
+	if w := hit(map[string]int{"account": 1, "address": 3}); w != 0 {
+		t.Fatalf("first attempt refused (wait %v)", w)
+	}
+	for range 5 {
+		if w := hit(map[string]int{"account": 1, "address": 3}); w <= 0 {
+			t.Fatal("the account's second attempt was not refused")
+		}
+	}
+	// The refusals did not count against the address: it has two attempts left.
+	for i := range 2 {
+		if w := hit(map[string]int{"other": 5, "address": 3}); w != 0 {
+			t.Fatalf("address attempt %d refused (wait %v)", i+2, w)
+		}
+	}
+	if w := hit(map[string]int{"another": 5, "address": 3}); w <= 0 {
+		t.Fatal("the address's fourth attempt was not refused")
+	}
+	// Nor did that refusal count against "another".
+	if w := hit(map[string]int{"another": 1}); w != 0 {
+		t.Fatalf("a refused attempt counted in its other bucket (wait %v)", w)
+	}
+}
+
+// TestUpdateSettingsIncidentMode: switching incident mode on and off is its own audit event,
+// and its end must lie in the future, at most escrow.MaxIncident ahead.
+func TestUpdateSettingsIncidentMode(t *testing.T) {
+	e := newEnv(t)
+	now := e.clock.Now()
+	for _, bad := range []time.Time{now.Add(-time.Minute), now, now.Add(escrow.MaxIncident + time.Second)} {
+		_, err := e.db.UpdateSettings(e.ctx, adminOrigin, map[string]string{"incidentModeUntil": bad.Format(time.RFC3339)})
+		if escrow.ErrorCode(err) != escrow.CodeInvalid || !strings.HasPrefix(escrow.ErrorMessage(err), "incidentModeUntil: ") {
+			t.Errorf("incidentModeUntil %v: %v, want invalid", bad, err)
+		}
+	}
+	until := now.Add(6 * time.Hour).Truncate(time.Second)
+	set, err := e.db.UpdateSettings(e.ctx, adminOrigin, map[string]string{"incidentModeUntil": until.Format(time.RFC3339), "selfServiceLimitPerAddress": "300"})
+	if err != nil || !set.IncidentOn(now) || set.SelfServiceLimit.PerAddress != 300 {
+		t.Fatalf("starting incident mode: %+v %v", set, err)
+	}
+	if set, err = e.db.Settings(e.ctx); err != nil || !set.IncidentModeUntil.Equal(until) {
+		t.Fatalf("stored incidentModeUntil %v %v", set.IncidentModeUntil, err)
+	}
+	if _, err := e.db.UpdateSettings(e.ctx, cliOrigin, map[string]string{"incidentModeUntil": ""}); err != nil {
+		t.Fatal(err)
+	}
+	start := e.events(escrow.AuditFilter{Action: escrow.ActionIncidentStart})
+	stop := e.events(escrow.AuditFilter{Action: escrow.ActionIncidentStop})
+	upd := e.events(escrow.AuditFilter{Action: escrow.ActionSettingsUpdate})
+	if len(start) != 1 || start[0].Actor != adminOrigin.Actor || !strings.Contains(start[0].Detail, until.UTC().Format(time.RFC3339)) {
+		t.Errorf("incident.start events %+v", start)
+	}
+	if len(stop) != 1 || stop[0].Actor != cliOrigin.Actor || stop[0].Source != escrow.SourceCLI {
+		t.Errorf("incident.stop events %+v", stop)
+	}
+	if len(upd) != 1 || upd[0].Detail != "selfServiceLimitPerAddress 30 -> 300" {
+		t.Errorf("settings.update events %+v", upd)
 	}
 }

@@ -24,7 +24,7 @@ var auditActions = []string{
 	escrow.ActionUserCreate, escrow.ActionUserRole, escrow.ActionUserDisable, escrow.ActionUserEnable, escrow.ActionUserRead,
 	escrow.ActionUserSSOLink, escrow.ActionUserSSOLinkAllow,
 	escrow.ActionTokenCreate, escrow.ActionTokenRevoke, escrow.ActionTokenRead,
-	escrow.ActionEnrollTokenCreate, escrow.ActionEnrollTokenRevoke, escrow.ActionEnrollTokenRead, escrow.ActionSettingsUpdate,
+	escrow.ActionEnrollTokenCreate, escrow.ActionEnrollTokenRevoke, escrow.ActionEnrollTokenRead, escrow.ActionSettingsUpdate, escrow.ActionIncidentStart, escrow.ActionIncidentStop,
 	escrow.ActionDeviceRead, escrow.ActionDeviceRetire, escrow.ActionMasterKeyRotate, escrow.ActionMasterKeyRetire,
 	escrow.ActionStoreBackup, escrow.ActionStoreRestore, escrow.ActionStoreMigrate, escrow.ActionMetricsRead,
 }

@@ -121,19 +121,34 @@ func TestSessionExpiry(t *testing.T) {
 	})
 }
 
-func TestSignInRateLimit(t *testing.T) {
-	e := newEnv(t, func(c *web.Config, _ string) {
-		c.SignInLimit = web.Limit{Count: 2, Window: 15 * time.Minute}
-		c.SignInAddressLimit = web.Limit{Count: 4, Window: 15 * time.Minute}
-	})
+// TestSignInCountsFailuresPerAccountAndAddress: only failures count, per account from one
+// address and per address. An attacker's failures lock out neither the account's owner (at
+// another address) nor the attacker's own right password for ever, and successes never count.
+func TestSignInCountsFailuresPerAccountAndAddress(t *testing.T) {
+	e := newEnv(t)
 	e.person(escrow.RoleAdmin, "admin@example.com")
-	wrong := url.Values{"email": {"admin@example.com"}, "password": {"wrong password, twice"}}
-	e.post("/signin", "", wrong).must(t, http.StatusUnauthorized)
-	e.post("/signin", "", wrong).must(t, http.StatusUnauthorized)
+	e.settings(map[string]string{"signInLimitPerAccount": "10", "signInLimitPerAddress": "14", "signInLimitWindow": "15m"})
+	right := url.Values{"email": {"admin@example.com"}, "password": {testPassword}}
+	wrong := url.Values{"email": {"admin@example.com"}, "password": {"wrong password, again"}}
+	signIn := func(from string, form url.Values) response {
+		t.Helper()
+		return e.do(request{method: http.MethodPost, path: "/signin", form: form, from: from})
+	}
 
-	// The third attempt on the account is refused before the password is even looked at: the
-	// right password does not help.
-	r := e.post("/signin", "", url.Values{"email": {"admin@example.com"}, "password": {testPassword}}).must(t, http.StatusTooManyRequests)
+	// Successes are not failures: the owner signs in more often than the limit.
+	for i := range 12 {
+		if r := signIn("127.0.0.1", right); r.status != http.StatusSeeOther {
+			t.Fatalf("sign-in %d with the right password: status %d", i+1, r.status)
+		}
+	}
+
+	// The attacker fails 10 times on the account; the 11th attempt from there is refused
+	// before the password is looked at, the right password included.
+	for i := range 10 {
+		signIn("127.0.0.2", wrong).must(t, http.StatusUnauthorized)
+		_ = i
+	}
+	r := signIn("127.0.0.2", right).must(t, http.StatusTooManyRequests)
 	retry, err := strconv.Atoi(r.header.Get("Retry-After"))
 	if err != nil || retry < 1 || retry > 15*60 {
 		t.Fatalf("Retry-After %q", r.header.Get("Retry-After"))
@@ -141,22 +156,57 @@ func TestSignInRateLimit(t *testing.T) {
 	if !strings.Contains(r.body, "Too many attempts") || r.header.Get("Set-Cookie") != "" {
 		t.Fatalf("429 page: %s", shortBody(r.body))
 	}
-	limited := e.events(escrow.AuditFilter{Action: "auth.signin", Outcome: "denied"})
-	if last := limited[len(limited)-1]; !strings.Contains(last.Detail, "too many") {
-		t.Fatalf("the refused attempt is not audited: %+v", last)
-	}
 
-	// Another account from the same address: the address has one attempt left.
-	e.post("/signin", "", url.Values{"email": {"other@example.com"}, "password": {"x"}}).must(t, http.StatusUnauthorized)
-	e.post("/signin", "", url.Values{"email": {"third@example.com"}, "password": {"x"}}).must(t, http.StatusTooManyRequests)
+	// The owner, from an address that has not been failing, still signs in.
+	signIn("127.0.0.1", right).must(t, http.StatusSeeOther)
+	signIn("127.0.0.3", right).must(t, http.StatusSeeOther)
+
+	// The per-address limit stays: the attacker's address has 4 failures left for any account.
+	for _, who := range []string{"b@example.com", "c@example.com", "d@example.com", "e@example.com"} {
+		signIn("127.0.0.2", url.Values{"email": {who}, "password": {"guess guess guess"}}).must(t, http.StatusUnauthorized)
+	}
+	signIn("127.0.0.2", url.Values{"email": {"f@example.com"}, "password": {"guess guess guess"}}).must(t, http.StatusTooManyRequests)
+	signIn("127.0.0.1", right).must(t, http.StatusSeeOther)
 
 	// The window passes.
 	e.clock.Advance(16 * time.Minute)
-	e.post("/signin", "", url.Values{"email": {"admin@example.com"}, "password": {testPassword}}).must(t, http.StatusSeeOther)
+	signIn("127.0.0.2", right).must(t, http.StatusSeeOther)
+}
+
+// TestSignInRefusalsRecordedOnce: over the limit, only the first refusal of a window from an
+// address is an audit event, so a flood cannot fill the trail.
+func TestSignInRefusalsRecordedOnce(t *testing.T) {
+	e := newEnv(t)
+	e.person(escrow.RoleAdmin, "admin@example.com")
+	e.settings(map[string]string{"signInLimitPerAccount": "2", "signInLimitPerAddress": "3"})
+	denied := func() int { return len(e.events(escrow.AuditFilter{Action: "auth.signin", Outcome: "denied"})) }
+	wrong := url.Values{"email": {"admin@example.com"}, "password": {"wrong password, twice"}}
+	e.post("/signin", "", wrong).must(t, http.StatusUnauthorized)
+	e.post("/signin", "", wrong).must(t, http.StatusUnauthorized)
+	if n := denied(); n != 2 {
+		t.Fatalf("%d denied sign-ins recorded for 2 failures", n)
+	}
+	for range 20 {
+		e.post("/signin", "", wrong).must(t, http.StatusTooManyRequests)
+		e.post("/signin", "", url.Values{"email": {"other@example.com"}, "password": {"x"}})
+	}
+	ev := e.events(escrow.AuditFilter{Action: "auth.signin", Outcome: "denied"})
+	if last := ev[len(ev)-2]; len(ev) != 4 || !strings.Contains(last.Detail, "too many sign-in attempts") || !strings.Contains(last.Detail, "not recorded") {
+		t.Fatalf("%d denied sign-ins recorded after 40 more attempts, want 1 refusal and other@'s failure (refused attempts are no failures): %+v", len(ev)-2, ev)
+	}
+	// The next window's first refusal is recorded again.
+	e.clock.Advance(15 * time.Minute)
+	for range 5 {
+		e.post("/signin", "", wrong)
+	}
+	if n := denied(); n != 4+2+1 {
+		t.Fatalf("%d denied sign-ins after the next window's 2 failures and 3 refusals, want 7", n)
+	}
 }
 
 func TestSelfServiceRateLimit(t *testing.T) {
-	e := newEnv(t, func(c *web.Config, _ string) { c.DisclosureLimit = web.Limit{Count: 2, Window: time.Hour} })
+	e := newEnv(t)
+	e.settings(map[string]string{"selfServiceLimitPerPerson": "2"})
 	e.person(escrow.RoleUser, "alice@example.com")
 	k := samples(t, 1)[0]
 	e.enroll("LT-ALICE", "alice@example.com", k)

@@ -465,6 +465,45 @@ func TestBrowser(t *testing.T) {
 		}
 	})
 
+	t.Run("an admin starts incident mode in Settings; every staff page shows it until it is ended", func(t *testing.T) {
+		ctx := adminTab
+		if !adminSignedIn {
+			signIn(t, ctx, base, "admin@example.com", "devices")
+		}
+		browserRun(t, ctx, chromedp.Navigate(base+"/settings"), waitView("settings"))
+		if n := evaluate[int](t, ctx, `document.querySelectorAll(".incident-banner").length`); n != 0 {
+			t.Fatal("an incident banner before incident mode is on")
+		}
+		browserRun(t, ctx,
+			chromedp.SetValue(chromedp.CSS("#incidentFor"), "6h"),
+			chromedp.Click(chromedp.CSS(`form[action="/settings/incident"] button[type="submit"]`)),
+			chromedp.WaitVisible(chromedp.CSS(".incident-banner")),
+		)
+		checkPage(t, ctx)
+		screenshot(t, ctx, shots, "settings-incident.png")
+		browserRun(t, ctx, chromedp.Navigate(base+"/devices"), waitView("devices"))
+		if text := evaluate[string](t, ctx, `document.querySelector(".incident-banner").innerText`); !strings.Contains(text, "Incident mode is on") {
+			t.Fatalf("banner on the device list: %q", text)
+		}
+		browserRun(t, ctx,
+			chromedp.Navigate(base+"/settings"), waitView("settings"),
+			chromedp.Click(chromedp.CSS(`form[action="/settings/incident"] button[type="submit"]`)),
+			chromedp.WaitVisible(chromedp.CSS("#incidentFor")),
+		)
+		if n := evaluate[int](t, ctx, `document.querySelectorAll(".incident-banner").length`); n != 0 {
+			t.Fatal("the banner stays after incident mode was ended")
+		}
+		var got []string
+		for _, ev := range f.events(escrow.AuditFilter{Actor: "admin@example.com"}) {
+			if strings.HasPrefix(ev.Action, "incident.") {
+				got = append(got, ev.Action)
+			}
+		}
+		if strings.Join(got, ",") != "incident.start,incident.stop" {
+			t.Fatalf("incident events: %q", got)
+		}
+	})
+
 	t.Run("no page loads anything from another host", func(t *testing.T) {
 		requests.mu.Lock()
 		defer requests.mu.Unlock()

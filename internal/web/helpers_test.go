@@ -11,6 +11,7 @@ import (
 	"encoding/json"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -81,7 +82,7 @@ func newEnv(t testing.TB, configure ...func(cfg *web.Config, serverURL string)) 
 	log := slog.New(slog.NewJSONHandler(e.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	var handler http.Handler = http.NotFoundHandler()
 	e.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { handler.ServeHTTP(w, r) }))
-	cfg := web.Config{}
+	cfg := web.Config{Now: e.clock.Now}
 	for _, c := range configure {
 		c(&cfg, e.srv.URL)
 	}
@@ -244,6 +245,9 @@ type request struct {
 	cookie  string     // session token, "" for none
 	form    url.Values // a POST's body
 	headers map[string]string
+	// from is the loopback address the request comes from (127.0.0.1 when empty): every
+	// 127.x.y.z is this machine, so tests are several clients without any proxy.
+	from string
 }
 
 // do sends the request without following redirects.
@@ -276,6 +280,10 @@ func (e *env) do(r request) response {
 		req.Header.Set(k, v)
 	}
 	client := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	if r.from != "" {
+		d := &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(r.from)}}
+		client.Transport = &http.Transport{DialContext: d.DialContext, DisableKeepAlives: true}
+	}
 	res, err := client.Do(req)
 	if err != nil {
 		e.t.Fatal(err)

@@ -48,6 +48,8 @@ type layout struct {
 	Me     *viewer // nil when signed out
 	Notice string  // a confirmation to show at the top
 	View   string  // the view's name, on the body element, for tests and styling
+	// IncidentUntil is set on staff pages while incident mode is on: the banner says until when.
+	IncidentUntil time.Time
 }
 
 func (l *layout) base() *layout { return l }
@@ -105,6 +107,13 @@ func (s *Server) render(w http.ResponseWriter, r *http.Request, status int, v vi
 	b.Title, b.Nav, b.View = title, nav, string(v)
 	if b.Me == nil {
 		b.Me = newViewer(principal(r))
+	}
+	if b.Me != nil && b.Me.Staff {
+		// Every staff page says when incident mode lifts a limit, so it is never on unnoticed.
+		// Without the settings (storage down) the page goes out without the banner.
+		if set, err := s.store.Settings(r.Context()); err == nil && set.IncidentOn(s.cfg.Now()) {
+			b.IncidentUntil = set.IncidentModeUntil
+		}
 	}
 	var buf bytes.Buffer
 	if err := t.ExecuteTemplate(&buf, "layout", data); err != nil {

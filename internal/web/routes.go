@@ -41,6 +41,7 @@ func (s *Server) routes() []route {
 
 		{"GET /settings", s.signedIn(s.settingsShow)},
 		{"POST /settings", s.signedIn(s.settingsSave)},
+		{"POST /settings/incident", s.signedIn(s.settingsIncident)},
 		{"GET /users", s.signedIn(s.userList)},
 		{"POST /users", s.signedIn(s.userCreate)},
 		{"POST /users/{userId}/role", s.signedIn(s.userRole)},

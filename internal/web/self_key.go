@@ -30,11 +30,11 @@ var notMine = escrow.Errorf(escrow.CodeNotFound, "No recovery key with this key 
 func (s *Server) selfKey(w http.ResponseWriter, r *http.Request) error {
 	p := principal(r)
 	markAuthorized(r) // whether the device is theirs is decided in the disclosure's transaction
-	on, err := s.selfServiceOn(r)
+	set, err := s.store.Settings(r.Context())
 	if err != nil {
 		return err
 	}
-	if !on {
+	if !set.SelfServiceEnabled {
 		return errSelfServiceOff
 	}
 	r.Body = http.MaxBytesReader(w, r.Body, maxFormBytes)
@@ -59,13 +59,21 @@ func (s *Server) selfKey(w http.ResponseWriter, r *http.Request) error {
 	}
 
 	o := origin(r, p)
-	denied := func(o escrow.Origin) error {
+	denied := func(detail string) error {
 		e := o.Event(escrow.ActionKeyRead, escrow.OutcomeDenied)
-		e.Detail = "too many self-service attempts"
+		e.Detail = detail
 		return s.store.Record(r.Context(), e)
 	}
-	if err := s.limit(r, o, denied, bucket{"disclose:user:" + strings.ToLower(p.Actor.ID), s.cfg.DisclosureLimit},
-		bucket{"disclose:address:" + clientIP(r), s.cfg.DisclosureAddressLimit}); err != nil {
+	// Every attempt counts, per person and per address. In incident mode (a mass-recovery day,
+	// a whole office behind one address) the per-address limit is lifted; the per-person one
+	// stays.
+	lim := set.SelfServiceLimit
+	perAddress := lim.PerAddress
+	if set.IncidentOn(s.cfg.Now()) {
+		perAddress = 0
+	}
+	if err := s.attempt(r, "self-service", lim.Window, denied, bucket{"disclose:user:" + strings.ToLower(p.Actor.ID), lim.PerPerson},
+		bucket{"disclose:address:" + clientIP(r), perAddress}); err != nil {
 		return err
 	}
 
@@ -125,9 +133,7 @@ func (s *Server) selfKey(w http.ResponseWriter, r *http.Request) error {
 		}
 		d.Keys = append(first, rest...)
 	}
-	if set, err := s.store.Settings(r.Context()); err == nil {
-		d.AutoRotate = set.AutoRotateOnDisclosure
-	}
+	d.AutoRotate = set.AutoRotateOnDisclosure
 	return s.render(w, r, http.StatusOK, viewSelfKey, "Your recovery key", "my", d)
 }
 

@@ -4,6 +4,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/keyward/keyward/internal/escrow"
 )
@@ -29,8 +30,13 @@ func (s *Server) settingsSave(w http.ResponseWriter, r *http.Request) error {
 		"selfServiceEnabled":     strconv.FormatBool(r.PostForm.Get("selfServiceEnabled") == "true"),
 		"autoRotateOnDisclosure": strconv.FormatBool(r.PostForm.Get("autoRotateOnDisclosure") == "true"),
 	}
-	for _, name := range []string{"retentionPeriod", "escrowGracePeriod", "rotationTimeout", "maxKeyAge"} {
-		submitted[name] = strings.TrimSpace(r.PostForm.Get(name))
+	for _, name := range formSettings {
+		// A field the form did not send is left as it is.
+		if _, sent := r.PostForm[name]; sent {
+			submitted[name] = strings.TrimSpace(r.PostForm.Get(name))
+		} else {
+			submitted[name] = current.Get(name)
+		}
 	}
 	change := map[string]string{}
 	for name, v := range submitted {
@@ -44,15 +50,50 @@ func (s *Server) settingsSave(w http.ResponseWriter, r *http.Request) error {
 			if escrow.ErrorCode(err) != escrow.CodeInvalid {
 				return err
 			}
-			form := newSettingsForm(current)
-			form.SelfServiceEnabled = submitted["selfServiceEnabled"] == "true"
-			form.AutoRotateOnDisclosure = submitted["autoRotateOnDisclosure"] == "true"
-			form.RetentionPeriod, form.EscrowGracePeriod = submitted["retentionPeriod"], submitted["escrowGracePeriod"]
-			form.RotationTimeout, form.MaxKeyAge = submitted["rotationTimeout"], submitted["maxKeyAge"]
-			d := &settingsData{Form: form, Error: escrow.ErrorMessage(err)}
+			d := newSettingsData(current, s.cfg.Now())
+			d.Form.SelfServiceEnabled = submitted["selfServiceEnabled"] == "true"
+			d.Form.AutoRotateOnDisclosure = submitted["autoRotateOnDisclosure"] == "true"
+			for _, name := range formSettings {
+				d.Form.Values[name] = submitted[name]
+			}
+			d.Error = escrow.ErrorMessage(err)
 			return s.render(w, r, http.StatusBadRequest, viewSettings, "Settings", "settings", d)
 		}
 	}
 	http.Redirect(w, r, "/settings?notice=settings-saved", http.StatusSeeOther)
+	return nil
+}
+
+// settingsIncident serves POST /settings/incident (admins): start incident mode for the
+// length given (for=6h), or stop it (stop=1). The store records incident.start or
+// incident.stop with the admin's name.
+func (s *Server) settingsIncident(w http.ResponseWriter, r *http.Request) error {
+	p := principal(r)
+	if err := s.authorize(r, p.CanAdminister(), escrow.ActionSettingsUpdate, ""); err != nil {
+		return err
+	}
+	r.Body = http.MaxBytesReader(w, r.Body, maxFormBytes)
+	if err := r.ParseForm(); err != nil {
+		return escrow.Errorf(escrow.CodeInvalid, "The form could not be read.")
+	}
+	until, notice := "", "incident-stopped"
+	if r.PostForm.Get("stop") == "" {
+		d, err := escrow.ParseDuration(r.PostForm.Get("for"))
+		if err != nil || d < time.Minute || d > escrow.MaxIncident {
+			current, serr := s.store.Settings(r.Context())
+			if serr != nil {
+				return serr
+			}
+			data := newSettingsData(current, s.cfg.Now())
+			data.IncidentFor = r.PostForm.Get("for")
+			data.Error = "Incident mode: give how long it lasts, from 1m to " + escrow.FormatDuration(escrow.MaxIncident) + ", like 6h."
+			return s.render(w, r, http.StatusBadRequest, viewSettings, "Settings", "settings", data)
+		}
+		until, notice = s.cfg.Now().Add(d).UTC().Format(time.RFC3339), "incident-started"
+	}
+	if _, err := s.store.UpdateSettings(r.Context(), origin(r, p), map[string]string{"incidentModeUntil": until}); err != nil {
+		return err
+	}
+	http.Redirect(w, r, "/settings?notice="+notice, http.StatusSeeOther)
 	return nil
 }

@@ -2,40 +2,52 @@ package web
 
 import (
 	"net/http"
+	"time"
 
 	"github.com/keyward/keyward/internal/escrow"
 )
 
-// settingsForm is the settings as the form shows them: flags, and durations in the API's
-// form (7d, 36h, 0).
+// settingsForm is the settings as the form shows them: flags, and every other setting in the
+// API's form (7d, 36h, 0, 100), by name.
 type settingsForm struct {
 	SelfServiceEnabled     bool
 	AutoRotateOnDisclosure bool
-	RetentionPeriod        string
-	EscrowGracePeriod      string
-	RotationTimeout        string
-	MaxKeyAge              string
+	Values                 map[string]string
 }
 
+// formSettings are the settings the main form edits as text; incident mode has its own form.
+var formSettings = []string{"retentionPeriod", "escrowGracePeriod", "rotationTimeout", "maxKeyAge",
+	"signInLimitPerAccount", "signInLimitPerAddress", "signInLimitWindow",
+	"selfServiceLimitPerPerson", "selfServiceLimitPerAddress", "selfServiceLimitWindow",
+	"enrollmentLimitPerAddress", "enrollmentLimitWindow"}
+
 func newSettingsForm(s escrow.Settings) settingsForm {
-	return settingsForm{
-		SelfServiceEnabled:     s.SelfServiceEnabled,
-		AutoRotateOnDisclosure: s.AutoRotateOnDisclosure,
-		RetentionPeriod:        s.Get("retentionPeriod"),
-		EscrowGracePeriod:      s.Get("escrowGracePeriod"),
-		RotationTimeout:        s.Get("rotationTimeout"),
-		MaxKeyAge:              s.Get("maxKeyAge"),
+	f := settingsForm{SelfServiceEnabled: s.SelfServiceEnabled, AutoRotateOnDisclosure: s.AutoRotateOnDisclosure, Values: map[string]string{}}
+	for _, name := range formSettings {
+		f.Values[name] = s.Get(name)
 	}
+	return f
 }
 
 type settingsData struct {
 	layout
 	Form  settingsForm
 	Error string
+	// Incident mode: on until IncidentUntil (zero: off), and the length the form offers.
+	IncidentUntil time.Time
+	IncidentFor   string
 }
 
-// settingsShow serves GET /settings (admins): self-service, automatic rotation, retention and
-// the other run-time settings.
+func newSettingsData(s escrow.Settings, now time.Time) *settingsData {
+	d := &settingsData{Form: newSettingsForm(s), IncidentFor: "6h"}
+	if s.IncidentOn(now) {
+		d.IncidentUntil = s.IncidentModeUntil
+	}
+	return d
+}
+
+// settingsShow serves GET /settings (admins): self-service, automatic rotation, retention, the
+// abuse limits, incident mode and the other run-time settings.
 func (s *Server) settingsShow(w http.ResponseWriter, r *http.Request) error {
 	p := principal(r)
 	if err := s.authorize(r, p.CanAdminister(), escrow.ActionSettingsUpdate, ""); err != nil {
@@ -45,7 +57,7 @@ func (s *Server) settingsShow(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	d := &settingsData{Form: newSettingsForm(set)}
+	d := newSettingsData(set, s.cfg.Now())
 	d.Notice = notice(r)
 	return s.render(w, r, http.StatusOK, viewSettings, "Settings", "settings", d)
 }

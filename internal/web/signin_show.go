@@ -18,6 +18,8 @@ var notices = map[string]string{
 	"signed-out":               "You are signed out.",
 	"rotation-requested":       "Rotation requested. The device will replace its recovery password the next time it checks in.",
 	"settings-saved":           "Settings saved.",
+	"incident-started":         "Incident mode is on: self-service has no per-address limit until the time shown.",
+	"incident-stopped":         "Incident mode is off.",
 	"user-created":             "User added.",
 	"role-changed":             "Role changed.",
 	"user-disabled":            "User disabled: their sessions have ended, and their sign-ins and API tokens are refused until they are enabled.",

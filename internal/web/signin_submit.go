@@ -1,11 +1,12 @@
 package web
 
 import (
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"net/http"
 	"strings"
-	"time"
 
 	"github.com/keyward/keyward/internal/escrow"
 	"github.com/keyward/keyward/internal/password"
@@ -14,9 +15,11 @@ import (
 // maxFormBytes bounds every form body; the largest real form is a few hundred bytes.
 const maxFormBytes = 64 << 10
 
-// signinSubmit serves POST /signin: a local account's email and password. Attempts are limited
-// per account and per client address (in the database, so every server counts together);
-// every success and failure is audited, never with the password.
+// signinSubmit serves POST /signin: a local account's email and password. Failures are limited
+// per account from one address and per client address (in the database, so every server
+// counts together), and the password checks running at once are bounded (s.passwords); every
+// success and failure is audited, never with the password, and of the refusals over a limit
+// only the first of a window from an address.
 func (s *Server) signinSubmit(w http.ResponseWriter, r *http.Request) error {
 	r.Body = http.MaxBytesReader(w, r.Body, maxFormBytes)
 	if err := r.ParseForm(); err != nil {
@@ -42,11 +45,24 @@ func (s *Server) signinSubmit(w http.ResponseWriter, r *http.Request) error {
 		typed = email
 	}
 	o := origin(r, escrow.Principal{Actor: escrow.Actor{Type: escrow.ActorUser, Name: typed}})
-	denied := func(o escrow.Origin) error { return s.store.SignInDenied(r.Context(), o, "too many sign-in attempts") }
-	// The account's bucket is named by a hash of the name, for the same reason.
-	account := sha256.Sum256([]byte(strings.ToLower(email)))
-	if err := s.limit(r, o, denied, bucket{"signin:account:" + hex.EncodeToString(account[:16]), s.cfg.SignInLimit},
-		bucket{"signin:address:" + clientIP(r), s.cfg.SignInAddressLimit}); err != nil {
+	set, err := s.store.Settings(r.Context())
+	if err != nil {
+		return err
+	}
+	// Failures are counted, per account from one address and per address: an attacker failing
+	// from their address never locks the account's owner out, who signs in from another. The
+	// account's bucket is named by a hash of the name and the address, as people do type
+	// their password into the email field.
+	ip := clientIP(r)
+	name, nerr := escrow.CanonicalName("email", email)
+	if nerr != nil {
+		name = email // no such account can exist; its attempts still count
+	}
+	account := sha256.Sum256([]byte(name + "|" + ip))
+	buckets := []bucket{{"signin:account:" + hex.EncodeToString(account[:16]), set.SignInLimit.PerPerson},
+		{"signin:address:" + ip, set.SignInLimit.PerAddress}}
+	denied := func(detail string) error { return s.store.SignInDenied(r.Context(), o, detail) }
+	if err := s.attempt(r, "sign-in", set.SignInLimit.Window, denied, buckets...); err != nil {
 		return err
 	}
 
@@ -54,15 +70,27 @@ func (s *Server) signinSubmit(w http.ResponseWriter, r *http.Request) error {
 	if err != nil && escrow.ErrorCode(err) != escrow.CodeNotFound {
 		return err
 	}
-	ok := false
+	var checkErr error
 	switch {
 	case err != nil || hash == "" || u.Disabled() || len(pw) > 1024:
 		// A disabled account gets the same answer, in the same time, as a wrong password.
 		// Spend the time a real check takes, so the answer does not tell which accounts exist.
-		_ = password.Verify(pw, s.equaliserHash())
+		if checkErr = s.passwords.Verify(r.Context(), pw, s.equaliserHash()); checkErr == nil {
+			checkErr = password.ErrMismatch
+		}
 	default:
-		ok = password.Verify(pw, hash) == nil
+		checkErr = s.passwords.Verify(r.Context(), pw, hash)
 	}
+	switch {
+	case errors.Is(checkErr, password.ErrBusy):
+		// Not a failure: the password was never checked.
+		s.forgive(r, buckets...)
+		return &limitedError{wait: busyWait}
+	case errors.Is(checkErr, context.Canceled), errors.Is(checkErr, context.DeadlineExceeded):
+		s.forgive(r, buckets...)
+		return escrow.Wrap(escrow.CodeUnavailable, checkErr, "the request was cancelled")
+	}
+	ok := checkErr == nil
 	if !ok {
 		detail := "wrong email or password"
 		if u.Disabled() {
@@ -77,6 +105,7 @@ func (s *Server) signinSubmit(w http.ResponseWriter, r *http.Request) error {
 		d.Error = "The email address or the password is wrong."
 		return s.render(w, r, http.StatusUnauthorized, viewSignIn, "Sign in", "", d)
 	}
+	s.forgive(r, buckets...)
 	p := escrow.Principal{Actor: escrow.Actor{Type: escrow.ActorUser, ID: u.ID, Name: u.Email}, Role: u.Role, Email: u.Email}
 	return s.startSession(w, r, p, "password", next)
 }
@@ -112,30 +141,4 @@ func (s *Server) equaliserHash() string {
 		}
 	})
 	return s.timingHash
-}
-
-// bucket is one rate-limit counter: a person's or an address's.
-type bucket struct {
-	key   string
-	limit Limit
-}
-
-// limit counts one attempt against each bucket. Over any limit, the attempt is recorded by
-// denied and refused with a wait.
-func (s *Server) limit(r *http.Request, o escrow.Origin, denied func(escrow.Origin) error, buckets ...bucket) error {
-	var wait time.Duration
-	for _, b := range buckets {
-		w, err := s.store.HitRateLimit(r.Context(), b.key, b.limit.Count, b.limit.Window)
-		if err != nil {
-			return err
-		}
-		wait = max(wait, w)
-	}
-	if wait == 0 {
-		return nil
-	}
-	if err := denied(o); err != nil {
-		return err
-	}
-	return &limitedError{wait: wait}
 }

@@ -25,11 +25,14 @@ func (s *Server) ssoStart(w http.ResponseWriter, r *http.Request) error {
 		return escrow.Errorf(escrow.CodeNotFound, "Single sign-on is not set up on this server.")
 	}
 	o := origin(r, escrow.Principal{})
-	// Each start writes a row, so starts count against the address's sign-in limit.
-	denied := func(o escrow.Origin) error {
-		return s.store.SignInDenied(r.Context(), o, "too many single sign-on attempts")
+	// Each start writes a row, so every start counts, against the per-address sign-in limit.
+	set, err := s.store.Settings(r.Context())
+	if err != nil {
+		return err
 	}
-	if err := s.limit(r, o, denied, bucket{"signin:address:" + clientIP(r), s.cfg.SignInAddressLimit}); err != nil {
+	denied := func(detail string) error { return s.store.SignInDenied(r.Context(), o, detail) }
+	lim := set.SignInLimit
+	if err := s.attempt(r, "sign-in", lim.Window, denied, bucket{"sso:address:" + clientIP(r), lim.PerAddress}); err != nil {
 		return err
 	}
 	conf, _, err := s.sso.provider(r.Context())

@@ -1,6 +1,7 @@
 package web
 
 import (
+	"errors"
 	"net/http"
 	"strings"
 
@@ -28,7 +29,10 @@ func (s *Server) userCreate(w http.ResponseWriter, r *http.Request) error {
 		}
 	}
 	if pw := r.PostForm.Get("password"); pw != "" && formErr == nil {
-		h, err := password.Hash(pw)
+		h, err := s.passwords.Hash(r.Context(), pw)
+		if errors.Is(err, password.ErrBusy) {
+			return &limitedError{wait: busyWait}
+		}
 		if err != nil {
 			formErr = escrow.Errorf(escrow.CodeInvalid, "The password must be %d to 1024 characters long.", password.MinLength)
 		}

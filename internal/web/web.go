@@ -24,6 +24,7 @@ import (
 	"time"
 
 	"github.com/keyward/keyward/internal/escrow"
+	"github.com/keyward/keyward/internal/password"
 )
 
 // Store is what the portal needs from storage.
@@ -39,6 +40,8 @@ type Store interface {
 	SaveSSOLogin(ctx context.Context, stateHash []byte, nonce, verifier, returnTo string, ttl time.Duration) error
 	TakeSSOLogin(ctx context.Context, stateHash []byte) (nonce, verifier, returnTo string, err error)
 	HitRateLimit(ctx context.Context, bucket string, limit int, window time.Duration) (time.Duration, error)
+	HitRateLimits(ctx context.Context, window time.Duration, limits map[string]int) (time.Duration, error)
+	UndoRateLimit(ctx context.Context, bucket string) error
 
 	SearchDevices(ctx context.Context, o escrow.Origin, f escrow.DeviceFilter, text string) ([]escrow.DeviceDetail, string, error)
 	ListDevices(ctx context.Context, f escrow.DeviceFilter) ([]escrow.DeviceDetail, string, error)
@@ -65,12 +68,6 @@ type Store interface {
 	RevokeEnrollmentToken(ctx context.Context, o escrow.Origin, id string) error
 }
 
-// Limit is a rate limit: at most Count attempts per Window.
-type Limit struct {
-	Count  int
-	Window time.Duration
-}
-
 // Config configures the portal. The zero Config is usable: local sign-in only, the default
 // timeouts and limits, cookies marked Secure whenever the request came over TLS.
 type Config struct {
@@ -85,32 +82,27 @@ type Config struct {
 	SessionIdle   time.Duration
 	SessionMaxAge time.Duration
 
-	// Sign-in attempts per account (default 10 per 15 minutes) and per client address (default
-	// 100 per 15 minutes: offices sign in from behind one address).
-	SignInLimit        Limit
-	SignInAddressLimit Limit
-	// Self-service disclosures per person (default 10 per hour) and per client address
-	// (default 30 per hour).
-	DisclosureLimit        Limit
-	DisclosureAddressLimit Limit
+	// Now is the clock (time.Now when nil); incident mode ends by it. The rate limits are
+	// settings (escrow.Settings), changed at run time.
+	Now func() time.Time
+	// PasswordChecks bounds the password checks running at once; nil: one per CPU, at most 3,
+	// with a short queue (password.NewChecker).
+	PasswordChecks *password.Checker
 }
 
 func (c *Config) setDefaults() {
-	def := func(l *Limit, n int, w time.Duration) {
-		if l.Count <= 0 || l.Window <= 0 {
-			*l = Limit{Count: n, Window: w}
-		}
-	}
 	if c.SessionIdle <= 0 {
 		c.SessionIdle = 30 * time.Minute
 	}
 	if c.SessionMaxAge <= 0 {
 		c.SessionMaxAge = 12 * time.Hour
 	}
-	def(&c.SignInLimit, 10, 15*time.Minute)
-	def(&c.SignInAddressLimit, 100, 15*time.Minute)
-	def(&c.DisclosureLimit, 10, time.Hour)
-	def(&c.DisclosureAddressLimit, 30, time.Hour)
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+	if c.PasswordChecks == nil {
+		c.PasswordChecks = password.NewChecker(0, -1, 0)
+	}
 }
 
 // Server serves the portal.
@@ -129,6 +121,8 @@ type Server struct {
 	// exist or has no password, so that the answer takes as long as for a wrong password.
 	timingOnce sync.Once
 	timingHash string
+	// passwords bounds the argon2id work running at once: each check holds 64 MiB.
+	passwords *password.Checker
 
 	metrics Metrics // nil: no instrumentation
 }
@@ -171,7 +165,7 @@ func (c Config) check() (httpsOnly bool, sso *ssoClient, err error) {
 // now, so that a broken build stops at start-up rather than on the first request.
 func New(store Store, log *slog.Logger, cfg Config) (*Server, error) {
 	cfg.setDefaults()
-	s := &Server{store: store, log: log, cfg: cfg}
+	s := &Server{store: store, log: log, cfg: cfg, passwords: cfg.PasswordChecks}
 	var err error
 	if s.httpsOnly, s.sso, err = cfg.check(); err != nil {
 		return nil, err
