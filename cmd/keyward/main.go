@@ -46,7 +46,11 @@ Usage:
   keyward master-key rewrap [--master-key-file F] [--batch-size N]
   keyward master-key retire [--master-key-file F]
   keyward master-key status [--master-key-file F]
+  keyward setup-link [--public-url URL] [--listen ADDR]
   keyward version
+
+First start: on an installation with no admin, "serve" prints a one-time setup link (it works
+once, for an hour) whose page creates the first admin; "setup-link" prints a new one.
 
 Master-key rotation, with the servers running: "rotate" adds a new primary key to the key file
 and re-wraps every data key under it. With several servers, each with its own copy of the file:
@@ -168,6 +172,8 @@ func dispatch(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 		return masterKeyStatus(ctx, rest[1:], env)
 	case cmd == "migrate-store":
 		return migrateStore(ctx, rest, env)
+	case cmd == "setup-link":
+		return setupLinkCmd(ctx, rest, env)
 	case cmd == "version" || cmd == "--version":
 		return versionCmd(rest, env)
 	case cmd == "help" || cmd == "-h" || cmd == "--help":

@@ -237,6 +237,9 @@ func (s *Server) URL() string {
 // lets requests in flight finish (up to 15 s) and closes the database.
 func (s *Server) Serve(ctx context.Context) error {
 	s.Log.Info("keyward serving", slog.String("addr", s.URL()), slog.String("database", s.db.Dialect()))
+	if err := s.announceSetup(ctx); err != nil {
+		s.Log.Error("could not make a setup link; run keyward setup-link", slog.String("error", err.Error()))
+	}
 	jobsCtx, stopJobs := context.WithCancel(ctx)
 	defer stopJobs()
 	go s.db.RunJobsEvery(jobsCtx, s.JobsInterval, func(res store.JobResult, err error) {

@@ -59,6 +59,8 @@ const (
 	ActionDeviceReport      = "device.report"
 	ActionAuth              = "auth.token"
 	ActionUserCreate        = "user.create"
+	ActionSetupLink         = "setup.link"  // a one-time link to create the first admin was made
+	ActionSetupAdmin        = "setup.admin" // the first admin was created from a setup link
 	ActionTokenCreate       = "token.create"
 	ActionEnrollTokenCreate = "enrollment_token.create"
 	ActionSettingsUpdate    = "settings.update"

@@ -280,6 +280,15 @@ type User struct {
 // Disabled reports whether the person's access is taken away.
 func (u User) Disabled() bool { return !u.DisabledAt.IsZero() }
 
+// SSOLogin is a single sign-on in flight, kept between the start and the provider's callback.
+type SSOLogin struct {
+	Nonce, Verifier string
+	ReturnTo        string // a local path to go on to after signing in; "" for the home page
+	// SetupHash is the hash of the setup link the sign-on was started from: the identity that
+	// signs on becomes the first admin. nil for an ordinary sign-on.
+	SetupHash []byte
+}
+
 // SSOSignOn is what a verified ID token says about the person signing on.
 type SSOSignOn struct {
 	// Issuer and Subject ("iss" and "sub") are the person's identity at the provider: the

@@ -204,9 +204,9 @@ func (db *DB) SetUserRole(ctx context.Context, o escrow.Origin, userID string, r
 
 // SaveSSOLogin remembers a single sign-on that is leaving for the identity provider, keyed by
 // the SHA-256 of its state parameter, for ttl.
-func (db *DB) SaveSSOLogin(ctx context.Context, stateHash []byte, nonce, verifier, returnTo string, ttl time.Duration) error {
-	_, err := db.rw.ExecContext(ctx, `INSERT INTO sso_logins (state_hash, nonce, verifier, return_to, expires_at) VALUES ($1, $2, $3, $4, $5)`,
-		stateHash, nonce, verifier, returnTo, micros(db.Now().Add(ttl)))
+func (db *DB) SaveSSOLogin(ctx context.Context, stateHash []byte, l escrow.SSOLogin, ttl time.Duration) error {
+	_, err := db.rw.ExecContext(ctx, `INSERT INTO sso_logins (state_hash, nonce, verifier, return_to, setup_hash, expires_at) VALUES ($1, $2, $3, $4, $5, $6)`,
+		stateHash, l.Nonce, l.Verifier, l.ReturnTo, l.SetupHash, micros(db.Now().Add(ttl)))
 	if err != nil {
 		return unavailable(err)
 	}
@@ -216,11 +216,12 @@ func (db *DB) SaveSSOLogin(ctx context.Context, stateHash []byte, nonce, verifie
 // TakeSSOLogin returns and deletes the single sign-on with this state hash: a state is good
 // for one callback only, so a replayed callback finds nothing. Errors: CodeNotFound for an
 // unknown, used or expired state.
-func (db *DB) TakeSSOLogin(ctx context.Context, stateHash []byte) (nonce, verifier, returnTo string, err error) {
+func (db *DB) TakeSSOLogin(ctx context.Context, stateHash []byte) (escrow.SSOLogin, error) {
+	var l escrow.SSOLogin
 	var expires int64
-	err = runTx(ctx, db.rw, nil, func(tx *sql.Tx) error {
-		err := tx.QueryRowContext(ctx, `SELECT nonce, verifier, return_to, expires_at FROM sso_logins WHERE state_hash = $1`, stateHash).
-			Scan(&nonce, &verifier, &returnTo, &expires)
+	err := runTx(ctx, db.rw, nil, func(tx *sql.Tx) error {
+		err := tx.QueryRowContext(ctx, `SELECT nonce, verifier, return_to, setup_hash, expires_at FROM sso_logins WHERE state_hash = $1`, stateHash).
+			Scan(&l.Nonce, &l.Verifier, &l.ReturnTo, &l.SetupHash, &expires)
 		if errors.Is(err, sql.ErrNoRows) {
 			return errNoSSOLogin
 		}
@@ -242,9 +243,9 @@ func (db *DB) TakeSSOLogin(ctx context.Context, stateHash []byte) (nonce, verifi
 		err = errNoSSOLogin
 	}
 	if err != nil {
-		return "", "", "", err
+		return escrow.SSOLogin{}, err
 	}
-	return nonce, verifier, returnTo, nil
+	return l, nil
 }
 
 var errNoSSOLogin = escrow.Errorf(escrow.CodeNotFound, "state: this sign-in was not started here, was already used, or took too long")

@@ -1,6 +1,7 @@
 package store_test
 
 import (
+	"bytes"
 	"crypto/sha256"
 	"fmt"
 	"strings"
@@ -194,23 +195,30 @@ func TestRateLimit(t *testing.T) {
 
 func TestSSOLogins(t *testing.T) {
 	e := newEnv(t)
-	if err := e.db.SaveSSOLogin(e.ctx, hashOf("state-1"), "nonce-1", "verifier-1", "/audit", 10*time.Minute); err != nil {
+	want := escrow.SSOLogin{Nonce: "nonce-1", Verifier: "verifier-1", ReturnTo: "/audit", SetupHash: hashOf("setup")}
+	if err := e.db.SaveSSOLogin(e.ctx, hashOf("state-1"), want, 10*time.Minute); err != nil {
 		t.Fatal(err)
 	}
-	nonce, verifier, next, err := e.db.TakeSSOLogin(e.ctx, hashOf("state-1"))
-	if err != nil || nonce != "nonce-1" || verifier != "verifier-1" || next != "/audit" {
-		t.Fatalf("TakeSSOLogin: %q %q %q %v", nonce, verifier, next, err)
+	got, err := e.db.TakeSSOLogin(e.ctx, hashOf("state-1"))
+	if err != nil || got.Nonce != want.Nonce || got.Verifier != want.Verifier || got.ReturnTo != want.ReturnTo || !bytes.Equal(got.SetupHash, want.SetupHash) {
+		t.Fatalf("TakeSSOLogin: %+v %v", got, err)
 	}
-	_, _, _, err = e.db.TakeSSOLogin(e.ctx, hashOf("state-1"))
+	_, err = e.db.TakeSSOLogin(e.ctx, hashOf("state-1"))
 	wantCode(t, err, escrow.CodeNotFound) // once only
 
-	if err := e.db.SaveSSOLogin(e.ctx, hashOf("state-2"), "n", "v", "", 10*time.Minute); err != nil {
+	if err := e.db.SaveSSOLogin(e.ctx, hashOf("state-2"), escrow.SSOLogin{Nonce: "n", Verifier: "v"}, 10*time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := e.db.TakeSSOLogin(e.ctx, hashOf("state-2")); err != nil || got.SetupHash != nil {
+		t.Fatalf("an ordinary sign-on: %+v %v", got, err)
+	}
+	if err := e.db.SaveSSOLogin(e.ctx, hashOf("state-3"), escrow.SSOLogin{Nonce: "n", Verifier: "v"}, 10*time.Minute); err != nil {
 		t.Fatal(err)
 	}
 	e.clock.Advance(11 * time.Minute)
-	_, _, _, err = e.db.TakeSSOLogin(e.ctx, hashOf("state-2"))
+	_, err = e.db.TakeSSOLogin(e.ctx, hashOf("state-3"))
 	wantCode(t, err, escrow.CodeNotFound) // too late
-	_, _, _, err = e.db.TakeSSOLogin(e.ctx, hashOf("never"))
+	_, err = e.db.TakeSSOLogin(e.ctx, hashOf("never"))
 	wantCode(t, err, escrow.CodeNotFound)
 }
 

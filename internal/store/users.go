@@ -39,46 +39,70 @@ func signInName(field, email string) (string, error) {
 // with a verified email links them. Errors: CodeInvalid for a bad email, role or scope tag,
 // CodeConflict when the email is taken.
 func (db *DB) CreateUser(ctx context.Context, o escrow.Origin, nu escrow.NewUser) (escrow.User, error) {
-	email, err := signInName("email", nu.Email)
+	row, err := db.newUserRow(nu)
 	if err != nil {
 		return escrow.User{}, err
 	}
+	err = db.write(ctx, func(tx *sql.Tx) error { return db.insertUser(ctx, tx, o, row) })
+	if err != nil {
+		return escrow.User{}, err
+	}
+	return row.user, nil
+}
+
+// userRow is a new person, checked and ready to insert.
+type userRow struct {
+	user         escrow.User
+	tags         string // scope tags as JSON
+	passwordHash string
+}
+
+// newUserRow checks a new person's fields. Errors: CodeInvalid naming the field.
+func (db *DB) newUserRow(nu escrow.NewUser) (userRow, error) {
+	email, err := signInName("email", nu.Email)
+	if err != nil {
+		return userRow{}, err
+	}
 	if !nu.Role.Valid() {
-		return escrow.User{}, escrow.Errorf(escrow.CodeInvalid, "role: must be one of admin, helpdesk, auditor, user")
+		return userRow{}, escrow.Errorf(escrow.CodeInvalid, "role: must be one of admin, helpdesk, auditor, user")
 	}
 	for _, t := range nu.ScopeTags {
 		if err := escrow.CheckText("scopeTags", t, true, 64); err != nil {
-			return escrow.User{}, err
+			return userRow{}, err
 		}
 	}
 	tags, err := json.Marshal(nonNil(nu.ScopeTags))
 	if err != nil {
-		return escrow.User{}, err
+		return userRow{}, err
 	}
 	id, err := db.newID()
 	if err != nil {
-		return escrow.User{}, err
+		return userRow{}, err
 	}
 	u := escrow.User{ID: id, Email: email, Role: nu.Role, ScopeTags: nu.ScopeTags, CreatedAt: db.Now().UTC()}
-	err = db.write(ctx, func(tx *sql.Tx) error {
-		var exists int
-		err := tx.QueryRowContext(ctx, `SELECT 1 FROM users WHERE email_key = $1`, email).Scan(&exists)
-		if err == nil {
-			return escrow.Errorf(escrow.CodeConflict, "email: a user with this email already exists")
-		}
-		if !errors.Is(err, sql.ErrNoRows) {
-			return err
-		}
-		if _, err := tx.ExecContext(ctx, `INSERT INTO users (id, email, email_key, role, scope_tags, password_hash, created_at)
-			VALUES ($1, $2, $3, $4, $5, $6, $7)`,
-			u.ID, u.Email, email, string(u.Role), string(tags), nu.PasswordHash, micros(u.CreatedAt)); err != nil {
-			return err
-		}
-		e := o.Event(escrow.ActionUserCreate, escrow.OutcomeSuccess)
-		e.Detail = "user " + u.Email + " with role " + string(u.Role)
-		return db.appendEvent(ctx, tx, e)
-	})
-	return u, err
+	return userRow{user: u, tags: string(tags), passwordHash: nu.PasswordHash}, nil
+}
+
+// insertUser adds the person inside tx with its user.create event. Errors: CodeConflict when
+// the email is taken.
+func (db *DB) insertUser(ctx context.Context, tx *sql.Tx, o escrow.Origin, row userRow) error {
+	u := row.user
+	var exists int
+	err := tx.QueryRowContext(ctx, `SELECT 1 FROM users WHERE email_key = $1`, u.Email).Scan(&exists)
+	if err == nil {
+		return escrow.Errorf(escrow.CodeConflict, "email: a user with this email already exists")
+	}
+	if !errors.Is(err, sql.ErrNoRows) {
+		return err
+	}
+	if _, err := tx.ExecContext(ctx, `INSERT INTO users (id, email, email_key, role, scope_tags, password_hash, created_at)
+		VALUES ($1, $2, $3, $4, $5, $6, $7)`,
+		u.ID, u.Email, u.Email, string(u.Role), row.tags, row.passwordHash, micros(u.CreatedAt)); err != nil {
+		return err
+	}
+	e := o.Event(escrow.ActionUserCreate, escrow.OutcomeSuccess)
+	e.Detail = "user " + u.Email + " with role " + string(u.Role)
+	return db.appendEvent(ctx, tx, e)
 }
 
 // CreateAPIToken issues an API token for the user with the given email. The token is returned

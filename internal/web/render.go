@@ -23,6 +23,7 @@ type view string
 const (
 	viewError          view = "error"
 	viewSignIn         view = "signin"
+	viewSetup          view = "setup"
 	viewDevices        view = "devices"
 	viewDeviceOverview view = "device_overview"
 	viewDeviceSecurity view = "device_security"
@@ -38,7 +39,7 @@ const (
 	viewSelfKey        view = "self_key"
 )
 
-var allViews = []view{viewError, viewSignIn, viewDevices, viewDeviceOverview, viewDeviceSecurity, viewRotateConfirm, viewRetireConfirm,
+var allViews = []view{viewError, viewSignIn, viewSetup, viewDevices, viewDeviceOverview, viewDeviceSecurity, viewRotateConfirm, viewRetireConfirm,
 	viewAudit, viewReport, viewSettings, viewUsers, viewTokens, viewTokenCreated, viewSelf, viewSelfKey}
 
 // layout is what every page's frame needs; each view's data embeds it.

@@ -23,6 +23,9 @@ func (s *Server) routes() []route {
 		{"GET /signin/sso", s.public(s.ssoStart)},
 		{"GET /signin/sso/callback", s.public(s.ssoCallback)},
 		{"POST /signout", s.signedIn(s.signoutSubmit)},
+		{"GET /setup", s.public(s.setupShow)},
+		{"POST /setup", s.public(s.setupSubmit)},
+		{"POST /setup/sso", s.public(s.setupSSO)},
 
 		{"GET /{$}", s.signedIn(s.homeShow)},
 		{"GET /devices", s.signedIn(s.deviceList)},

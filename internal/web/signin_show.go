@@ -10,6 +10,8 @@ type signinData struct {
 	Next  string
 	SSO   bool
 	Error string
+	// NoAdmin is set while the installation has no admin: the page says where the setup link is.
+	NoAdmin bool
 }
 
 // notices are the confirmations a redirect may ask a page to show. Only these fixed texts can
@@ -44,5 +46,9 @@ func (s *Server) signinShow(w http.ResponseWriter, r *http.Request) error {
 	}
 	d := &signinData{Next: next, SSO: s.sso != nil}
 	d.Notice = notice(r)
+	var err error
+	if d.NoAdmin, err = s.store.NeedsSetup(r.Context()); err != nil {
+		return err
+	}
 	return s.render(w, r, http.StatusOK, viewSignIn, "Sign in", "", d)
 }

@@ -37,7 +37,7 @@ func (s *Server) ssoCallback(w http.ResponseWriter, r *http.Request) error {
 	}
 	// Only now: a stray or forged callback must not end a sign-in the browser has in flight.
 	s.clearCookie(w, r, ssoCookie, "/signin/sso")
-	nonce, verifier, next, err := s.store.TakeSSOLogin(r.Context(), tokenHash(state))
+	login, err := s.store.TakeSSOLogin(r.Context(), tokenHash(state))
 	if escrow.ErrorCode(err) == escrow.CodeNotFound {
 		return refuse("unknown, used or expired state", "This sign-in was not started here, was already used, or took too long. Please start again.")
 	}
@@ -49,7 +49,7 @@ func (s *Server) ssoCallback(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	ctx := s.sso.context(r.Context())
-	tok, err := conf.Exchange(ctx, q.Get("code"), oauth2.VerifierOption(verifier))
+	tok, err := conf.Exchange(ctx, q.Get("code"), oauth2.VerifierOption(login.Verifier))
 	if err != nil {
 		s.log.Warn("single sign-on code exchange failed", "error", err.Error())
 		return refuse("the code exchange failed", "The identity provider did not confirm the sign-in. Please try again.")
@@ -63,7 +63,7 @@ func (s *Server) ssoCallback(w http.ResponseWriter, r *http.Request) error {
 		s.log.Warn("single sign-on ID token refused", "error", err.Error())
 		return refuse("the ID token did not verify", "The identity provider's answer could not be verified. Please try again.")
 	}
-	if subtle.ConstantTimeCompare([]byte(idt.Nonce), []byte(nonce)) != 1 {
+	if subtle.ConstantTimeCompare([]byte(idt.Nonce), []byte(login.Nonce)) != 1 {
 		return refuse("the nonce did not match", "The identity provider's answer does not belong to this sign-in. Please start again.")
 	}
 	var claims map[string]any
@@ -79,6 +79,15 @@ func (s *Server) ssoCallback(w http.ResponseWriter, r *http.Request) error {
 	o.Actor = escrow.Actor{Type: escrow.ActorUser, Name: cleanHeader(email, 256)}
 	rawRole, claimed := claims[s.sso.cfg.RoleClaim]
 	role := s.sso.cfg.roleFor(rawRole)
+	if login.SetupHash != nil {
+		// Started from a setup link: this identity becomes the first admin, whatever its
+		// claims map to. The link is checked now, so that nobody is created from a dead one,
+		// and consumed with the promotion.
+		if err := s.store.CheckSetupLink(r.Context(), login.SetupHash); err != nil {
+			return err
+		}
+		role, claimed = escrow.RoleUser, true
+	}
 	if claimed && role == "" {
 		return refuse("no role for the claims", "Your account has no access to Keyward. Ask an administrator to add you to a group that has.")
 	}
@@ -91,8 +100,16 @@ func (s *Server) ssoCallback(w http.ResponseWriter, r *http.Request) error {
 		// Refusals (CodeUnauthorized) are recorded by the store with the reason.
 		return err
 	}
+	next := localPath(login.ReturnTo)
+	if login.SetupHash != nil {
+		o.Actor.ID, o.Actor.Name = u.ID, u.Email
+		if u, err = s.store.PromoteFirstAdmin(r.Context(), o, login.SetupHash, u.ID); err != nil {
+			return err
+		}
+		next = "/devices"
+	}
 	p := escrow.Principal{Actor: escrow.Actor{Type: escrow.ActorUser, ID: u.ID, Name: u.Email}, Role: u.Role, Email: u.Email}
-	return s.startSession(w, r, p, "sso", localPath(next))
+	return s.startSession(w, r, p, "sso", next)
 }
 
 func claimString(claims map[string]any, name string) string {

@@ -35,6 +35,13 @@ func (s *Server) ssoStart(w http.ResponseWriter, r *http.Request) error {
 	if err := s.attempt(r, "sign-in", lim.Window, denied, bucket{"sso:address:" + clientIP(r), lim.PerAddress}); err != nil {
 		return err
 	}
+	return s.beginSSO(w, r, escrow.SSOLogin{ReturnTo: localPath(r.URL.Query().Get("next"))})
+}
+
+// beginSSO sends the browser to the identity provider with a fresh state, nonce and PKCE
+// verifier, saved with what the callback needs to know of this sign-on (l's nonce and
+// verifier are filled in here).
+func (s *Server) beginSSO(w http.ResponseWriter, r *http.Request, l escrow.SSOLogin) error {
 	conf, _, err := s.sso.provider(r.Context())
 	if err != nil {
 		return err
@@ -47,12 +54,11 @@ func (s *Server) ssoStart(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	verifier := oauth2.GenerateVerifier()
-	next := localPath(r.URL.Query().Get("next"))
-	if err := s.store.SaveSSOLogin(r.Context(), stateHash, nonce, verifier, next, ssoTTL); err != nil {
+	l.Nonce, l.Verifier = nonce, oauth2.GenerateVerifier()
+	if err := s.store.SaveSSOLogin(r.Context(), stateHash, l, ssoTTL); err != nil {
 		return err
 	}
 	s.setCookie(w, r, ssoCookie, state, "/signin/sso", int(ssoTTL.Seconds()))
-	http.Redirect(w, r, conf.AuthCodeURL(state, oidc.Nonce(nonce), oauth2.S256ChallengeOption(verifier)), http.StatusSeeOther)
+	http.Redirect(w, r, conf.AuthCodeURL(state, oidc.Nonce(nonce), oauth2.S256ChallengeOption(l.Verifier)), http.StatusSeeOther)
 	return nil
 }

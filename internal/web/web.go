@@ -37,8 +37,12 @@ type Store interface {
 	SessionPrincipal(ctx context.Context, tokenHash []byte, idle time.Duration) (escrow.Principal, error)
 	EndSession(ctx context.Context, o escrow.Origin, tokenHash []byte) error
 	SSOUser(ctx context.Context, o escrow.Origin, s escrow.SSOSignOn) (escrow.User, error)
-	SaveSSOLogin(ctx context.Context, stateHash []byte, nonce, verifier, returnTo string, ttl time.Duration) error
-	TakeSSOLogin(ctx context.Context, stateHash []byte) (nonce, verifier, returnTo string, err error)
+	SaveSSOLogin(ctx context.Context, stateHash []byte, l escrow.SSOLogin, ttl time.Duration) error
+	TakeSSOLogin(ctx context.Context, stateHash []byte) (escrow.SSOLogin, error)
+	NeedsSetup(ctx context.Context) (bool, error)
+	CheckSetupLink(ctx context.Context, tokenHash []byte) error
+	CompleteSetup(ctx context.Context, o escrow.Origin, tokenHash []byte, nu escrow.NewUser) (escrow.User, error)
+	PromoteFirstAdmin(ctx context.Context, o escrow.Origin, tokenHash []byte, userID string) (escrow.User, error)
 	HitRateLimit(ctx context.Context, bucket string, limit int, window time.Duration) (time.Duration, error)
 	HitRateLimits(ctx context.Context, window time.Duration, limits map[string]int) (time.Duration, error)
 	UndoRateLimit(ctx context.Context, bucket string) error
