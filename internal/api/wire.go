@@ -71,6 +71,7 @@ type volumeJSON struct {
 	VolumeType         escrow.VolumeType       `json:"volumeType"`
 	ProtectionStatus   escrow.ProtectionStatus `json:"protectionStatus,omitempty"`
 	EncryptionStatus   escrow.EncryptionStatus `json:"encryptionStatus,omitempty"`
+	LockStatus         escrow.LockStatus       `json:"lockStatus,omitempty"`
 	Present            bool                    `json:"present"`
 	EscrowStatus       escrow.EscrowStatus     `json:"escrowStatus"`
 	EscrowStatusReason string                  `json:"escrowStatusReason,omitempty"`
@@ -110,7 +111,7 @@ func toDeviceJSON(d escrow.DeviceDetail, withVolumes bool) deviceJSON {
 		for _, v := range d.Volumes {
 			vj := volumeJSON{
 				VolumeID: v.ID, MountPoint: v.MountPoint, VolumeType: v.Type, ProtectionStatus: v.ProtectionStatus,
-				EncryptionStatus: v.EncryptionStatus, Present: v.Present, EscrowStatus: v.Status.Status,
+				EncryptionStatus: v.EncryptionStatus, LockStatus: v.LockStatus, Present: v.Present, EscrowStatus: v.Status.Status,
 				EscrowStatusReason: v.Status.Why, KeyProtectors: []protectorJSON{},
 			}
 			for _, p := range v.Protectors {
