@@ -24,7 +24,7 @@ var auditActions = []string{
 	escrow.ActionUserCreate, escrow.ActionUserRole, escrow.ActionUserDisable, escrow.ActionUserEnable, escrow.ActionUserRead,
 	escrow.ActionTokenCreate, escrow.ActionTokenRevoke, escrow.ActionTokenRead,
 	escrow.ActionEnrollTokenCreate, escrow.ActionEnrollTokenRevoke, escrow.ActionEnrollTokenRead, escrow.ActionSettingsUpdate,
-	escrow.ActionDeviceRead, escrow.ActionDeviceRetire, escrow.ActionMasterKeyRotate, escrow.ActionMasterKeyRetire,
+	escrow.ActionDeviceRead, escrow.ActionDeviceRetire, escrow.ActionDeviceUpdate, escrow.ActionDeviceDispute, escrow.ActionMasterKeyRotate, escrow.ActionMasterKeyRetire,
 	escrow.ActionStoreBackup, escrow.ActionStoreRestore, escrow.ActionMetricsRead,
 }
 
