@@ -33,6 +33,7 @@ Usage:
   keyward enroll-tokens list
   keyward enroll-tokens revoke --id ID
   keyward devices retire --id DEVICE_ID --reason TEXT
+  keyward devices set --id DEVICE_ID [--owner UPN] [--tag T]... [--no-tags]
   keyward audit verify
   keyward audit export [--format json|ndjson|csv]
   keyward backup --out FILE [--master-key-file F]
@@ -56,7 +57,8 @@ at once on every server.
 Retiring a decommissioned or wiped device: "devices retire" refuses its device token at once,
 fails its open rotations and supersedes its keys, which stay viewable (audited) for the
 retention period and are then purged; the device leaves the device list, the escrow report and
-the metrics.
+the metrics. "devices set" changes who owns a device (who may get its keys through self-service;
+--owner "" clears it) and its tags (what a helpdesk's scope selects; --tag replaces them all).
 
 backup writes a consistent snapshot, taken while servers run, to a new SQLite file and verifies
 it; restore copies a verified backup into an empty data directory or database. Both check the
@@ -128,6 +130,8 @@ func dispatch(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 		return enrollTokensRevoke(ctx, rest[1:], env)
 	case cmd == "devices" && sub == "retire":
 		return devicesRetire(ctx, rest[1:], env)
+	case cmd == "devices" && sub == "set":
+		return devicesSet(ctx, rest[1:], env)
 	case cmd == "audit" && sub == "verify":
 		return auditVerify(ctx, rest[1:], env)
 	case cmd == "audit" && sub == "export":
