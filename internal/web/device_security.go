@@ -45,7 +45,7 @@ func (s *Server) deviceSecurity(w http.ResponseWriter, r *http.Request) error {
 // loadSecurity gathers what the Security section shows.
 func (s *Server) loadSecurity(r *http.Request, id string) (*securityData, error) {
 	p := principal(r)
-	dev, err := s.store.GetDevice(r.Context(), p, id)
+	dev, err := s.getDevice(r, id, escrow.ActionDeviceRead)
 	if err != nil {
 		return nil, err
 	}

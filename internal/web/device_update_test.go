@@ -1,0 +1,78 @@
+package web_test
+
+import (
+	"net/http"
+	"net/url"
+	"strings"
+	"testing"
+
+	"github.com/keyward/keyward/internal/escrow"
+)
+
+// TestOutOfScopeDevicePagesAudited: a helpdesk limited to a tag opening a device without it
+// gets 403 on every device page and form, and each refusal is exactly one denied event.
+func TestOutOfScopeDevicePagesAudited(t *testing.T) {
+	e := newEnv(t)
+	e.person(escrow.RoleHelpdesk, "lab@example.com", "lab")
+	cookie := e.session("lab@example.com")
+	d := e.enroll("LT-0042", "alice@example.com", samples(t, 1)...)
+	reason := url.Values{"reason": {"forgotten-pin"}}
+	for _, tt := range []struct {
+		name, method, path string
+		form               url.Values
+		action             string
+	}{
+		{"overview", http.MethodGet, "/devices/" + d.ID, nil, escrow.ActionDeviceRead},
+		{"security", http.MethodGet, "/devices/" + d.ID + "/security", nil, escrow.ActionDeviceRead},
+		{"rotate form", http.MethodGet, "/devices/" + d.ID + "/rotate", nil, escrow.ActionRotateRequest},
+		{"view key", http.MethodPost, "/devices/" + d.ID + "/keys", reason, escrow.ActionKeyRead},
+		{"rotate", http.MethodPost, "/devices/" + d.ID + "/rotate", url.Values{"reason": {"test"}}, escrow.ActionRotateRequest},
+		{"set tags", http.MethodPost, "/devices/" + d.ID + "/update", url.Values{"tags": {"lab"}}, escrow.ActionDeviceUpdate},
+		{"dispute", http.MethodPost, "/devices/" + d.ID + "/dispute", url.Values{"disputed": {"true"}, "reason": {"x"}}, escrow.ActionDeviceDispute},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			before := len(e.events(escrow.AuditFilter{Outcome: string(escrow.OutcomeDenied)}))
+			e.do(request{method: tt.method, path: tt.path, cookie: cookie, form: tt.form}).must(t, http.StatusForbidden)
+			ev := e.events(escrow.AuditFilter{Outcome: string(escrow.OutcomeDenied)})
+			if len(ev)-before != 1 || ev[len(ev)-1].Action != tt.action || ev[len(ev)-1].DeviceID != d.ID {
+				t.Fatalf("denied events after the refusal: %+v, want one %s", ev[before:], tt.action)
+			}
+		})
+	}
+	if n := len(e.events(escrow.AuditFilter{Action: escrow.ActionDeviceUpdate, Outcome: string(escrow.OutcomeSuccess)})); n != 0 {
+		t.Errorf("a refused change recorded %d device.update events", n)
+	}
+}
+
+// TestDeviceUpdateForm: the admin's Overview offers the owner and tags form; a bad tag comes
+// back as 400 naming it with nothing stored; a good one is saved with one device.update.
+func TestDeviceUpdateForm(t *testing.T) {
+	e := newEnv(t)
+	e.person(escrow.RoleAdmin, "admin@example.com")
+	e.person(escrow.RoleHelpdesk, "hd@example.com")
+	admin, hd := e.session("admin@example.com"), e.session("hd@example.com")
+	d := e.enroll("LT-0042", "alice@example.com")
+
+	if r := e.get("/devices/"+d.ID, hd).must(t, http.StatusOK); strings.Contains(r.body, `action="/devices/`+d.ID+`/update"`) {
+		t.Error("a helpdesk is offered the owner and tags form")
+	}
+	if r := e.get("/devices/"+d.ID, admin).must(t, http.StatusOK); !strings.Contains(r.body, `action="/devices/`+d.ID+`/update"`) {
+		t.Error("the admin is not offered the owner and tags form")
+	}
+	r := e.post("/devices/"+d.ID+"/update", admin, url.Values{"owner": {"alice@example.com"}, "tags": {"ok Bad_tag"}}).must(t, http.StatusBadRequest)
+	if !strings.Contains(r.body, "tags[1]:") || !strings.Contains(r.body, `value="ok Bad_tag"`) {
+		t.Errorf("the refused form does not name tags[1] or lost the input:\n%s", shortBody(r.body))
+	}
+	r = e.post("/devices/"+d.ID+"/update", admin, url.Values{"owner": {"bob@example.com"}, "tags": {"lab,berlin"}}).must(t, http.StatusSeeOther)
+	if loc := r.header.Get("Location"); loc != "/devices/"+d.ID+"?notice=device-updated" {
+		t.Errorf("redirect to %q", loc)
+	}
+	ev := e.events(escrow.AuditFilter{Action: escrow.ActionDeviceUpdate})
+	if len(ev) != 1 || ev[0].Source != escrow.SourceAdminPortal ||
+		ev[0].Detail != `device LT-0042: ownerUpn "alice@example.com" -> "bob@example.com"; tags [] -> [berlin lab]` {
+		t.Fatalf("device.update events %+v", ev)
+	}
+	if r := e.get("/devices/"+d.ID+"?notice=device-updated", admin).must(t, http.StatusOK); !strings.Contains(r.body, "berlin, lab") || !strings.Contains(r.body, "bob@example.com") {
+		t.Errorf("the Overview does not show the new owner and tags")
+	}
+}
