@@ -76,3 +76,30 @@ func TestDeviceUpdateForm(t *testing.T) {
 		t.Errorf("the Overview does not show the new owner and tags")
 	}
 }
+
+// TestSelfServiceSkipsDisputedDevice: a device an admin marked disputed is not listed on /my,
+// and picking it by ID answers like a device that is not the person's, recorded as denied.
+func TestSelfServiceSkipsDisputedDevice(t *testing.T) {
+	e := newEnv(t)
+	e.person(escrow.RoleUser, "alice@example.com")
+	cookie := e.session("alice@example.com")
+	ks := samples(t, 2)
+	laptop := e.enroll("LT-0042", "alice@example.com", ks[0])
+	planted := e.enroll("LT-ALICE", "alice@example.com", ks[1])
+	if _, err := e.db.UpdateDevice(t.Context(), testOrigin, planted.ID, escrow.DeviceChange{Disputed: ptrTo(true), DisputeReason: "planted"}); err != nil {
+		t.Fatal(err)
+	}
+	if r := e.get("/my", cookie).must(t, http.StatusOK); !strings.Contains(r.body, laptop.ID) || strings.Contains(r.body, planted.ID) {
+		t.Fatalf("/my after the dispute:\n%s", shortBody(r.body))
+	}
+	r := e.post("/my/key", cookie, url.Values{"deviceId": {planted.ID}, "reason": {"forgotten-pin"}}).must(t, http.StatusNotFound)
+	if strings.Contains(r.body, ks[1].Password) || !strings.Contains(r.body, "No recovery key with this key ID was found among your devices") {
+		t.Fatalf("picking the disputed device answered:\n%s", shortBody(r.body))
+	}
+	e.post("/my/key", cookie, url.Values{"keyId": {ks[1].KeyID[:8]}, "reason": {"forgotten-pin"}}).must(t, http.StatusNotFound)
+	if ev := e.events(escrow.AuditFilter{Action: escrow.ActionKeyRead}); len(ev) != 2 || ev[0].Outcome != escrow.OutcomeDenied || ev[1].Outcome != escrow.OutcomeDenied {
+		t.Fatalf("key.read events %+v, want two denied", ev)
+	}
+}
+
+func ptrTo[T any](v T) *T { return &v }
