@@ -41,7 +41,7 @@ func (s *Server) devicesList(w http.ResponseWriter, r *http.Request) error {
 // devicesGet serves GET /api/devices/{deviceId}: the device, its volumes and escrow status.
 func (s *Server) devicesGet(w http.ResponseWriter, r *http.Request) error {
 	p := principal(r)
-	deviceID, err := pathDeviceID(r)
+	deviceID, err := s.routeDeviceID(r, escrow.ActionDeviceRead)
 	if err != nil {
 		return err
 	}
@@ -89,7 +89,7 @@ type deviceUpdateRequest struct {
 // or marks it disputed (or clears the mark, with a reason for marking).
 func (s *Server) devicesUpdate(w http.ResponseWriter, r *http.Request) error {
 	p := principal(r)
-	deviceID, err := pathDeviceID(r)
+	deviceID, err := s.routeDeviceID(r, escrow.ActionDeviceUpdate)
 	if err != nil {
 		return err
 	}
@@ -117,7 +117,7 @@ type retireRequest struct {
 // wiped device out of service (store.RetireDevice says what that changes).
 func (s *Server) devicesRetire(w http.ResponseWriter, r *http.Request) error {
 	p := principal(r)
-	deviceID, err := pathDeviceID(r)
+	deviceID, err := s.routeDeviceID(r, escrow.ActionDeviceRetire)
 	if err != nil {
 		return err
 	}
@@ -136,4 +136,14 @@ func (s *Server) devicesRetire(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	return writeJSON(w, http.StatusOK, toDeviceJSON(d, true))
+}
+
+// routeDeviceID reads the {deviceId} path segment of a device or key route. Anything that is not
+// a device ID is no device, and refused as such: a denied event of action.
+func (s *Server) routeDeviceID(r *http.Request, action string) (string, error) {
+	id, err := pathDeviceID(r)
+	if err != nil {
+		return "", s.refused(r, action, "", err)
+	}
+	return id, nil
 }

@@ -115,6 +115,8 @@ func TestRefusalsAudited(t *testing.T) {
 	}{
 		{"device out of scope", "GET", "/api/devices/" + d.ID, helpdesk, nil, 403, escrow.ActionDeviceRead},
 		{"unknown device", "GET", "/api/devices/00000000-0000-4000-8000-000000000000", helpdesk, nil, 404, escrow.ActionDeviceRead},
+		{"not a device ID", "GET", "/api/devices/LT-0042", helpdesk, nil, 404, escrow.ActionDeviceRead},
+		{"keys of no device ID", "GET", "/api/devices/security/bitlocker/keys/LT-0042?reason=test", helpdesk, nil, 404, escrow.ActionKeyRead},
 		{"keys out of scope", "GET", "/api/devices/security/bitlocker/keys/" + d.ID + "?reason=test", helpdesk, nil, 403, escrow.ActionKeyRead},
 		{"rotate out of scope", "POST", "/api/devices/security/bitlocker/keys/" + d.ID + "/rotate", helpdesk, nil, 403, escrow.ActionRotateRequest},
 		{"rotate unknown volume", "POST", "/api/devices/security/bitlocker/keys/" + d.ID + "/rotate", e.admin, map[string]string{"volumeId": "Z"}, 404, escrow.ActionRotateRequest},

@@ -27,7 +27,7 @@ type securityData struct {
 // listing like the API's, and audited as one.
 func (s *Server) deviceSecurity(w http.ResponseWriter, r *http.Request) error {
 	p := principal(r)
-	id, err := pathDeviceID(r)
+	id, err := s.routeDeviceID(r, escrow.ActionDeviceRead)
 	if err != nil {
 		return err
 	}

@@ -22,7 +22,7 @@ type deviceData struct {
 // deviceShow serves GET /devices/{deviceId}: the device's Overview.
 func (s *Server) deviceShow(w http.ResponseWriter, r *http.Request) error {
 	p := principal(r)
-	id, err := pathDeviceID(r)
+	id, err := s.routeDeviceID(r, escrow.ActionDeviceRead)
 	if err != nil {
 		return err
 	}
@@ -72,4 +72,18 @@ func pathDeviceID(r *http.Request) (string, error) {
 		return "", escrow.Errorf(escrow.CodeNotFound, "There is no such device.")
 	}
 	return id.String(), nil
+}
+
+// routeDeviceID reads the {deviceId} path segment of a device page or form. Anything that is not
+// a device ID is no device, and refused as such: a denied event of action.
+func (s *Server) routeDeviceID(r *http.Request, action string) (string, error) {
+	id, err := pathDeviceID(r)
+	if err != nil {
+		e := origin(r, principal(r)).Event(action, escrow.OutcomeDenied)
+		e.Detail = "no such device"
+		if rerr := s.store.Record(r.Context(), e); rerr != nil {
+			return "", rerr
+		}
+	}
+	return id, err
 }

@@ -13,7 +13,7 @@ import (
 // selects), as PATCH /api/devices/{deviceId} does.
 func (s *Server) deviceUpdate(w http.ResponseWriter, r *http.Request) error {
 	p := principal(r)
-	id, err := pathDeviceID(r)
+	id, err := s.routeDeviceID(r, escrow.ActionDeviceUpdate)
 	if err != nil {
 		return err
 	}
@@ -42,7 +42,7 @@ func (s *Server) deviceUpdate(w http.ResponseWriter, r *http.Request) error {
 // Self-service neither lists a disputed device nor discloses its keys.
 func (s *Server) deviceDispute(w http.ResponseWriter, r *http.Request) error {
 	p := principal(r)
-	id, err := pathDeviceID(r)
+	id, err := s.routeDeviceID(r, escrow.ActionDeviceDispute)
 	if err != nil {
 		return err
 	}

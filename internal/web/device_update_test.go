@@ -10,7 +10,8 @@ import (
 )
 
 // TestOutOfScopeDevicePagesAudited: a helpdesk limited to a tag opening a device without it
-// gets 403 on every device page and form, and each refusal is exactly one denied event.
+// gets 403 on every device page and form, a path that names no device 404, and each refusal is
+// exactly one denied event.
 func TestOutOfScopeDevicePagesAudited(t *testing.T) {
 	e := newEnv(t)
 	e.person(escrow.RoleHelpdesk, "lab@example.com", "lab")
@@ -29,12 +30,17 @@ func TestOutOfScopeDevicePagesAudited(t *testing.T) {
 		{"rotate", http.MethodPost, "/devices/" + d.ID + "/rotate", url.Values{"reason": {"test"}}, escrow.ActionRotateRequest},
 		{"set tags", http.MethodPost, "/devices/" + d.ID + "/update", url.Values{"tags": {"lab"}}, escrow.ActionDeviceUpdate},
 		{"dispute", http.MethodPost, "/devices/" + d.ID + "/dispute", url.Values{"disputed": {"true"}, "reason": {"x"}}, escrow.ActionDeviceDispute},
+		{"not a device ID", http.MethodGet, "/devices/LT-0042", nil, escrow.ActionDeviceRead},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			before := len(e.events(escrow.AuditFilter{Outcome: string(escrow.OutcomeDenied)}))
-			e.do(request{method: tt.method, path: tt.path, cookie: cookie, form: tt.form}).must(t, http.StatusForbidden)
+			want, deviceID := http.StatusForbidden, d.ID
+			if !strings.Contains(tt.path, d.ID) {
+				want, deviceID = http.StatusNotFound, ""
+			}
+			e.do(request{method: tt.method, path: tt.path, cookie: cookie, form: tt.form}).must(t, want)
 			ev := e.events(escrow.AuditFilter{Outcome: string(escrow.OutcomeDenied)})
-			if len(ev)-before != 1 || ev[len(ev)-1].Action != tt.action || ev[len(ev)-1].DeviceID != d.ID {
+			if len(ev)-before != 1 || ev[len(ev)-1].Action != tt.action || ev[len(ev)-1].DeviceID != deviceID {
 				t.Fatalf("denied events after the refusal: %+v, want one %s", ev[before:], tt.action)
 			}
 		})

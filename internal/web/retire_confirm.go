@@ -15,7 +15,7 @@ type retireData struct {
 // retireConfirm serves GET /devices/{deviceId}/retire: the confirmation step before an admin
 // retires a decommissioned or wiped device, with the reason.
 func (s *Server) retireConfirm(w http.ResponseWriter, r *http.Request) error {
-	id, err := pathDeviceID(r)
+	id, err := s.routeDeviceID(r, escrow.ActionDeviceRetire)
 	if err != nil {
 		return err
 	}

@@ -18,7 +18,7 @@ type rotateData struct {
 // rotation is requested, with the choice of volume and a reason.
 func (s *Server) rotationConfirm(w http.ResponseWriter, r *http.Request) error {
 	p := principal(r)
-	id, err := pathDeviceID(r)
+	id, err := s.routeDeviceID(r, escrow.ActionRotateRequest)
 	if err != nil {
 		return err
 	}
