@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -26,7 +27,7 @@ func (db *DB) UpdateDevice(ctx context.Context, o escrow.Origin, deviceID string
 	err := db.write(ctx, func(tx *sql.Tx) error {
 		refused = nil
 		d, err := findDevice(ctx, tx, deviceID)
-		if err == errNoDevice {
+		if errors.Is(err, errNoDevice) {
 			refused = err
 			e := o.Event(escrow.ActionDeviceUpdate, escrow.OutcomeDenied)
 			e.DeviceID, e.Detail = deviceID, "no such device"
