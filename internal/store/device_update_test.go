@@ -164,4 +164,12 @@ func TestSharedKeyIDAndDispute(t *testing.T) {
 	if len(disputes) != 2 || disputes[0].Reason != "not ours" || !strings.Contains(disputes[1].Detail, "dispute cleared (was: not ours)") {
 		t.Fatalf("device.dispute events %+v", disputes)
 	}
+
+	// A person's own listing never tells of other people's devices holding the key ID.
+	bob := e.enroll("LT-BOB", "bob@example.com")
+	e.escrowPassword(bob, osVolume, sample{xts128.keyID, togo.password})
+	own := e.keys(escrow.KeyFilter{Scope: escrow.Scope{OwnerUPN: "bob@example.com", Undisputed: true}, KeyIDPrefix: xts128.keyID})
+	if len(own) != 1 || len(own[0].SharedWith) != 0 || own[0].SharedOutside != 0 {
+		t.Fatalf("bob's own listing: %+v", own)
+	}
 }

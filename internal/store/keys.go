@@ -466,7 +466,8 @@ func describeHolders(ds []escrow.Device) string {
 }
 
 // markShared fills in, for each key, the other devices that hold its key ID: those in scope by
-// name, the others as a count.
+// name, the others as a count, for staff only. A person's own scope never learns of devices
+// outside it: to self-service, someone else's key ID is one that does not exist.
 func markShared(ctx context.Context, tx dbtx, keys []escrow.RecoveryKey, scope escrow.Scope) error {
 	if len(keys) == 0 {
 		return nil
@@ -515,9 +516,10 @@ func markShared(ctx context.Context, tx dbtx, keys []escrow.RecoveryKey, scope e
 				continue
 			}
 			d := byID[id]
-			if scope.Allows(d) {
+			switch {
+			case scope.Allows(d):
 				k.SharedWith = append(k.SharedWith, escrow.DeviceRef{ID: d.ID, Name: d.Name, Disputed: d.Disputed()})
-			} else {
+			case scope.OwnerUPN == "":
 				k.SharedOutside++
 			}
 		}
