@@ -484,9 +484,10 @@ func markShared(ctx context.Context, tx dbtx, keys []escrow.RecoveryKey, scope e
 	holders, err := queryAll(ctx, tx, func(s scanner) (holder, error) {
 		var h holder
 		return h, s.Scan(&h.keyID, &h.deviceID)
-	}, `SELECT key_id, device_id FROM recovery_keys WHERE key_id IN (`+placeholders(1, len(ids))+`) ORDER BY id`, anys(ids)...)
-	if err != nil {
-		return err
+	}, `SELECT k.key_id, k.device_id FROM recovery_keys k WHERE k.key_id IN (`+placeholders(1, len(ids))+`)
+		AND EXISTS (SELECT 1 FROM recovery_keys o WHERE o.key_id = k.key_id AND o.device_id <> k.device_id) ORDER BY k.id`, anys(ids)...)
+	if err != nil || len(holders) == 0 {
+		return err // no key ID of the page is shared: the usual answer, from the index alone
 	}
 	byKey := map[string][]string{}
 	devSeen := map[string]bool{}
@@ -497,9 +498,6 @@ func markShared(ctx context.Context, tx dbtx, keys []escrow.RecoveryKey, scope e
 			devSeen[h.deviceID] = true
 			devIDs = append(devIDs, h.deviceID)
 		}
-	}
-	if len(holders) == len(ids) {
-		return nil // every key ID has one holder: nothing shared
 	}
 	devices, err := queryDevices(ctx, tx, `SELECT `+prefixColumns("d.", deviceColumns)+` FROM devices d WHERE d.id IN (`+placeholders(1, len(devIDs))+`)`, anys(devIDs))
 	if err != nil {
