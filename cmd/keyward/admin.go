@@ -245,6 +245,63 @@ func incidentCmd(ctx context.Context, args []string, env cliEnv, start bool) err
 	})
 }
 
+// devicesSet changes a device's owner or tags (store.UpdateDevice): --owner "" clears the
+// owner, --tag (repeated) replaces the tags, --no-tags clears them.
+func devicesSet(ctx context.Context, args []string, env cliEnv) error {
+	fs := newFlags("devices set")
+	id := fs.String("id", "", "the device's ID")
+	owner := fs.String("owner", "", `the owner's user principal name ("" clears it)`)
+	var tags tagList
+	fs.Var(&tags, "tag", "a tag (repeat for several); replaces the device's tags")
+	noTags := fs.Bool("no-tags", false, "remove every tag")
+	var ch escrow.DeviceChange
+	check := func() error {
+		fs.Visit(func(f *flag.Flag) {
+			switch f.Name {
+			case "owner":
+				ch.OwnerUPN = owner
+			case "tag":
+				t := []string(tags)
+				ch.Tags = &t
+			}
+		})
+		if *noTags {
+			if ch.Tags != nil {
+				return exitError{2, "devices set: give --tag or --no-tags, not both"}
+			}
+			ch.Tags = &[]string{}
+		}
+		if *id == "" || (ch.OwnerUPN == nil && ch.Tags == nil) {
+			return exitError{2, "devices set: give --id and --owner, --tag or --no-tags"}
+		}
+		if err := ch.Validate(); err != nil {
+			return exitError{2, "devices set: " + escrow.ErrorMessage(err)}
+		}
+		return nil
+	}
+	return onStore(ctx, fs, args, env, check, func(db *store.DB) error {
+		d, err := db.UpdateDevice(ctx, cliOrigin(), *id, ch)
+		if err != nil {
+			return exitError{1, "devices set: " + escrow.ErrorMessage(err)}
+		}
+		fmt.Fprintf(env.stdout, "%s\t%s\towner %s\ttags %s\n", d.ID, d.Name, orNone(d.OwnerUPN), orNone(strings.Join(d.Tags, ",")))
+		return nil
+	})
+}
+
+// tagList is a repeated flag.
+type tagList []string
+
+func (t *tagList) String() string     { return strings.Join(*t, ",") }
+func (t *tagList) Set(v string) error { *t = append(*t, v); return nil }
+
+func orNone(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
 func auditVerify(ctx context.Context, args []string, env cliEnv) error {
 	return onStore(ctx, newFlags("audit verify"), args, env, nil, func(db *store.DB) error {
 		n, err := db.VerifyAudit(ctx)

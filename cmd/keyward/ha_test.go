@@ -184,9 +184,10 @@ func TestTwoServersPurgeOnce(t *testing.T) {
 	for _, s := range samples {
 		mustCall(t, 201, "PUT", a+"/api/agent/keys/"+s.KeyID, token, escrowJSON(s.Password))
 	}
-	// The protectors are gone from the volume: every key becomes superseded, retained for 1s.
+	// The protectors are gone from the unlocked volume, which lists only its TPM protector: every
+	// key becomes superseded, retained for 1s.
 	mustCall(t, 200, "POST", a+"/api/agent/report", token,
-		`{"volumes":[{"volumeId":"\\\\?\\Volume{6a3c}\\","mountPoint":"C:","volumeType":"operatingSystem","protectionStatus":"on","encryptionStatus":"fullyEncrypted","keyProtectors":[]}]}`)
+		`{"volumes":[{"volumeId":"\\\\?\\Volume{6a3c}\\","mountPoint":"C:","volumeType":"operatingSystem","protectionStatus":"on","encryptionStatus":"fullyEncrypted","lockStatus":"unlocked","keyProtectors":[{"keyId":"53465F4B-98AB-45E2-823D-1F93C0911081","type":"tpm"}]}]}`)
 	deadline := time.Now().Add(20 * time.Second)
 	for {
 		var list struct{ Items []struct{ Status string } }

@@ -37,6 +37,7 @@ Usage:
   keyward devices retire --id DEVICE_ID --reason TEXT
   keyward incident start --for DURATION
   keyward incident stop
+  keyward devices set --id DEVICE_ID [--owner UPN] [--tag T]... [--no-tags]
   keyward audit verify
   keyward audit export [--format json|ndjson|csv]
   keyward backup --out FILE [--master-key-file F]
@@ -71,7 +72,8 @@ the last enabled admin keeps theirs.
 Retiring a decommissioned or wiped device: "devices retire" refuses its device token at once,
 fails its open rotations and supersedes its keys, which stay viewable (audited) for the
 retention period and are then purged; the device leaves the device list, the escrow report and
-the metrics.
+the metrics. "devices set" changes who owns a device (who may get its keys through self-service;
+--owner "" clears it) and its tags (what a helpdesk's scope selects; --tag replaces them all).
 
 Incident mode, for a mass-recovery day: "incident start --for 6h" lifts the per-address
 self-service limit (each person's limit stays) until then, at most 7d; "incident stop" ends
@@ -154,6 +156,8 @@ func dispatch(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 		return devicesRetire(ctx, rest[1:], env)
 	case cmd == "incident" && (sub == "start" || sub == "stop"):
 		return incidentCmd(ctx, rest[1:], env, sub == "start")
+	case cmd == "devices" && sub == "set":
+		return devicesSet(ctx, rest[1:], env)
 	case cmd == "audit" && sub == "verify":
 		return auditVerify(ctx, rest[1:], env)
 	case cmd == "audit" && sub == "export":

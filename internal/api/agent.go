@@ -154,6 +154,7 @@ type reportVolume struct {
 	VolumeType       escrow.VolumeType       `json:"volumeType"`
 	ProtectionStatus escrow.ProtectionStatus `json:"protectionStatus"`
 	EncryptionStatus escrow.EncryptionStatus `json:"encryptionStatus"`
+	LockStatus       escrow.LockStatus       `json:"lockStatus"`
 	KeyProtectors    []reportProtector       `json:"keyProtectors"`
 }
 
@@ -182,7 +183,7 @@ func (s *Server) agentReport(w http.ResponseWriter, r *http.Request) error {
 	for i, v := range req.Volumes {
 		rv := escrow.ReportedVolume{
 			Volume: escrow.Volume{DeviceID: p.DeviceID, ID: v.VolumeID, MountPoint: v.MountPoint, Type: v.VolumeType,
-				ProtectionStatus: v.ProtectionStatus, EncryptionStatus: v.EncryptionStatus, Present: true},
+				ProtectionStatus: v.ProtectionStatus, EncryptionStatus: v.EncryptionStatus, LockStatus: v.LockStatus, Present: true},
 			Fingerprints: map[string]string{},
 		}
 		for j, kp := range v.KeyProtectors {

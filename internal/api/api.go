@@ -36,6 +36,7 @@ type Store interface {
 	ListDevices(ctx context.Context, f escrow.DeviceFilter) ([]escrow.DeviceDetail, string, error)
 	GetDevice(ctx context.Context, p escrow.Principal, id string) (escrow.DeviceDetail, error)
 	RetireDevice(ctx context.Context, o escrow.Origin, deviceID, reason string) (escrow.DeviceDetail, error)
+	UpdateDevice(ctx context.Context, o escrow.Origin, deviceID string, ch escrow.DeviceChange) (escrow.DeviceDetail, error)
 	CreateEnrollmentToken(ctx context.Context, o escrow.Origin, uses int64, validFor time.Duration) (escrow.EnrollmentToken, error)
 	ListEnrollmentTokens(ctx context.Context) ([]escrow.EnrollmentTokenInfo, error)
 	RevokeEnrollmentToken(ctx context.Context, o escrow.Origin, id string) error
@@ -98,6 +99,7 @@ func (s *Server) routes() []route {
 		{"POST /api/devices/security/bitlocker/keys/{deviceId}/rotate", s.person(s.keysRotate)},
 		{"GET /api/devices", s.person(s.devicesList)},
 		{"GET /api/devices/{deviceId}", s.person(s.devicesGet)},
+		{"PATCH /api/devices/{deviceId}", s.person(s.devicesUpdate)},
 		{"POST /api/devices/{deviceId}/retire", s.person(s.devicesRetire)},
 		{"GET /api/enrollment-tokens", s.person(s.enrollmentTokensList)},
 		{"POST /api/enrollment-tokens", s.person(s.enrollmentTokensCreate)},

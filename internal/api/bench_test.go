@@ -57,3 +57,27 @@ func BenchmarkView(b *testing.B) {
 		}
 	})
 }
+
+// BenchmarkKeyList measures a page of 100 keys of the listing, with its key.list event and the
+// lookup of other holders of each key ID (one in ten shared with a second device).
+func BenchmarkKeyList(b *testing.B) {
+	e := newEnv(b)
+	devices := make([]device, 20)
+	for i := range devices {
+		devices[i] = e.enroll("LT-"+string(rune('A'+i)), "")
+	}
+	for i := range 500 {
+		pw, _ := recovery.GeneratePassword(rand.Reader)
+		keyID := strings.ToUpper(uuid.NewString())
+		e.must(201, e.do("PUT", "/api/agent/keys/"+keyID, devices[i%len(devices)].Token, escrowBody("C", pw)))
+		if i%10 == 0 {
+			e.must(201, e.do("PUT", "/api/agent/keys/"+keyID, devices[(i+1)%len(devices)].Token, escrowBody("C", pw)))
+		}
+	}
+	b.ResetTimer()
+	for b.Loop() {
+		if r := e.do("GET", "/api/devices/security/bitlocker/keys?limit=100", e.admin, nil); r.status != 200 {
+			b.Fatalf("list: %d %s", r.status, r.body)
+		}
+	}
+}

@@ -176,6 +176,7 @@ type volumeReport struct {
 	VolumeType       string           `json:"volumeType"`
 	ProtectionStatus string           `json:"protectionStatus"`
 	EncryptionStatus string           `json:"encryptionStatus"`
+	LockStatus       string           `json:"lockStatus,omitempty"`
 	KeyProtectors    []map[string]any `json:"keyProtectors"`
 }
 

@@ -14,7 +14,7 @@ type rotateRequest struct {
 // keysRotate serves POST /api/devices/security/bitlocker/keys/{deviceId}/rotate.
 func (s *Server) keysRotate(w http.ResponseWriter, r *http.Request) error {
 	p := principal(r)
-	deviceID, err := pathDeviceID(r)
+	deviceID, err := s.routeDeviceID(r, escrow.ActionRotateRequest)
 	if err != nil {
 		return err
 	}

@@ -25,7 +25,7 @@ func (s *Server) keysView(w http.ResponseWriter, r *http.Request) error {
 	if reason == "" {
 		return escrow.Errorf(escrow.CodeInvalid, "reason: required; say why the key is needed")
 	}
-	deviceID, err := pathDeviceID(r)
+	deviceID, err := s.routeDeviceID(r, escrow.ActionKeyRead)
 	if err != nil {
 		return err
 	}

@@ -34,15 +34,34 @@ type keyJSON struct {
 	AccessCount      int64               `json:"accessCount"`
 	RecoveryPassword string              `json:"recoveryPassword,omitempty"`
 	RecoveryKey      string              `json:"recoveryKey,omitempty"`
+	// What tells devices apart when one key ID is escrowed by several.
+	SerialNumber       string          `json:"serialNumber"`
+	DeviceEnrolledAt   time.Time       `json:"deviceEnrolledAt"`
+	DeviceLastSeenAt   time.Time       `json:"deviceLastSeenAt"`
+	DeviceDisputed     bool            `json:"deviceDisputed"`
+	SharedWith         []deviceRefJSON `json:"sharedWith"`
+	SharedOutsideScope int             `json:"sharedOutsideScope,omitempty"`
+}
+
+type deviceRefJSON struct {
+	DeviceID   string `json:"deviceId"`
+	DeviceName string `json:"deviceName"`
+	Disputed   bool   `json:"disputed"`
 }
 
 func toKeyJSON(k escrow.RecoveryKey) keyJSON {
-	return keyJSON{
+	j := keyJSON{
 		KeyID: k.KeyID, DeviceID: k.DeviceID, DeviceName: k.DeviceName, VolumeID: k.VolumeID, MountPoint: k.MountPoint,
 		VolumeType: k.VolumeType, Kind: k.Kind, Status: k.Status, Verification: k.Verification,
 		VerifiedAt: timeOrNull(k.VerifiedAt), CreatedAt: k.CreatedAt.UTC(), RetainUntil: timeOrNull(k.RetainUntil),
 		LastAccessedAt: timeOrNull(k.LastAccessedAt), AccessCount: k.AccessCount,
+		SerialNumber: k.DeviceSerial, DeviceEnrolledAt: k.DeviceEnrolledAt.UTC(), DeviceLastSeenAt: k.DeviceLastSeenAt.UTC(),
+		DeviceDisputed: k.DeviceDisputed, SharedWith: []deviceRefJSON{}, SharedOutsideScope: k.SharedOutside,
 	}
+	for _, d := range k.SharedWith {
+		j.SharedWith = append(j.SharedWith, deviceRefJSON{DeviceID: d.ID, DeviceName: d.Name, Disputed: d.Disputed})
+	}
+	return j
 }
 
 func toDisclosedKeyJSON(k escrow.DisclosedKey) keyJSON {
@@ -71,6 +90,7 @@ type volumeJSON struct {
 	VolumeType         escrow.VolumeType       `json:"volumeType"`
 	ProtectionStatus   escrow.ProtectionStatus `json:"protectionStatus,omitempty"`
 	EncryptionStatus   escrow.EncryptionStatus `json:"encryptionStatus,omitempty"`
+	LockStatus         escrow.LockStatus       `json:"lockStatus,omitempty"`
 	Present            bool                    `json:"present"`
 	EscrowStatus       escrow.EscrowStatus     `json:"escrowStatus"`
 	EscrowStatusReason string                  `json:"escrowStatusReason,omitempty"`
@@ -90,6 +110,9 @@ type deviceJSON struct {
 	RetiredAt          *time.Time          `json:"retiredAt"`
 	RetiredBy          string              `json:"retiredBy,omitempty"`
 	RetireReason       string              `json:"retireReason,omitempty"`
+	DisputedAt         *time.Time          `json:"disputedAt"`
+	DisputedBy         string              `json:"disputedBy,omitempty"`
+	DisputeReason      string              `json:"disputeReason,omitempty"`
 	EscrowStatus       escrow.EscrowStatus `json:"escrowStatus"`
 	EscrowStatusReason string              `json:"escrowStatusReason,omitempty"`
 	Volumes            []volumeJSON        `json:"volumes,omitempty"`
@@ -101,6 +124,7 @@ func toDeviceJSON(d escrow.DeviceDetail, withVolumes bool) deviceJSON {
 		Tags: d.Tags, EnrolledAt: d.EnrolledAt.UTC(), LastSeenAt: d.LastSeenAt.UTC(), LastReportAt: timeOrNull(d.ReportedAt),
 		EscrowStatus: d.Status.Status, EscrowStatusReason: d.Status.Why,
 		RetiredAt: timeOrNull(d.RetiredAt), RetiredBy: d.RetiredBy, RetireReason: d.RetireReason,
+		DisputedAt: timeOrNull(d.DisputedAt), DisputedBy: d.DisputedBy, DisputeReason: d.DisputeReason,
 	}
 	if j.Tags == nil {
 		j.Tags = []string{}
@@ -110,7 +134,7 @@ func toDeviceJSON(d escrow.DeviceDetail, withVolumes bool) deviceJSON {
 		for _, v := range d.Volumes {
 			vj := volumeJSON{
 				VolumeID: v.ID, MountPoint: v.MountPoint, VolumeType: v.Type, ProtectionStatus: v.ProtectionStatus,
-				EncryptionStatus: v.EncryptionStatus, Present: v.Present, EscrowStatus: v.Status.Status,
+				EncryptionStatus: v.EncryptionStatus, LockStatus: v.LockStatus, Present: v.Present, EscrowStatus: v.Status.Status,
 				EscrowStatusReason: v.Status.Why, KeyProtectors: []protectorJSON{},
 			}
 			for _, p := range v.Protectors {

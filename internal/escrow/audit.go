@@ -80,6 +80,8 @@ const (
 	ActionEnrollTokenRead   = "enrollment_token.read"
 	ActionDeviceRead        = "device.read"
 	ActionDeviceRetire      = "device.retire"
+	ActionDeviceUpdate      = "device.update"
+	ActionDeviceDispute     = "device.dispute"
 	ActionMetricsRead       = "metrics.read" // recorded only when refused
 	ActionStoreBackup       = "store.backup"
 	ActionStoreRestore      = "store.restore"

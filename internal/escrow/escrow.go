@@ -60,6 +60,19 @@ func (s EncryptionStatus) Valid() bool {
 	return false
 }
 
+// LockStatus is whether a volume was unlocked when the agent read it (SPEC §7). The protector
+// list of a locked volume is not authoritative: it may be empty or incomplete.
+type LockStatus string
+
+// The lock statuses; empty means not reported, which counts as unlocked.
+const (
+	Unlocked LockStatus = "unlocked"
+	Locked   LockStatus = "locked"
+)
+
+// Valid reports whether s is a lock status or absent.
+func (s LockStatus) Valid() bool { return s == "" || s == Unlocked || s == Locked }
+
 // ProtectorType is the type of a BitLocker key protector.
 type ProtectorType string
 
@@ -137,10 +150,20 @@ type Device struct {
 	RetiredAt    time.Time
 	RetiredBy    string
 	RetireReason string
+	// DisputedAt is when an admin marked the device as not to be trusted (zero: not disputed),
+	// DisputedBy who and DisputeReason why. Its owner and key IDs are whatever its agent claimed,
+	// so a planted look-alike can be disputed: self-service then neither lists it nor discloses
+	// its keys; staff still see it, marked.
+	DisputedAt    time.Time
+	DisputedBy    string
+	DisputeReason string
 }
 
 // Retired reports whether the device was retired.
 func (d Device) Retired() bool { return !d.RetiredAt.IsZero() }
+
+// Disputed reports whether an admin marked the device disputed.
+func (d Device) Disputed() bool { return !d.DisputedAt.IsZero() }
 
 // Protector is one key protector on a volume, as the agent reported it.
 type Protector struct {
@@ -156,6 +179,7 @@ type Volume struct {
 	Type             VolumeType
 	ProtectionStatus ProtectionStatus // empty until reported
 	EncryptionStatus EncryptionStatus // empty until reported
+	LockStatus       LockStatus       // empty until reported
 	Protectors       []Protector
 	// Present is whether the device's last report listed the volume. A removable drive that is
 	// unplugged drops out of reports; it keeps its keys but does not count towards the status.
@@ -179,6 +203,17 @@ func (v Volume) Encrypted() bool {
 	return v.EncryptionStatus != "" && v.EncryptionStatus != FullyDecrypted
 }
 
+// ProtectorsReadable reports whether the reported protector list is authoritative: a key whose
+// protector it lacks is gone from the volume. A locked volume's list is not (the agent may not
+// be able to read it), and neither is an empty list on an encrypted volume (what an agent sends
+// when it could not read the protectors): no key is destroyed because a drive could not be read.
+func (v Volume) ProtectorsReadable() bool {
+	if v.LockStatus == Locked {
+		return false
+	}
+	return len(v.Protectors) > 0 || !v.Encrypted()
+}
+
 // RecoveryKey is one escrowed key protector. Its material is never part of this type: it is
 // sealed in storage and only leaves through a disclosure, which is audited.
 type RecoveryKey struct {
@@ -197,6 +232,23 @@ type RecoveryKey struct {
 	RetainUntil    time.Time
 	LastAccessedAt time.Time
 	AccessCount    int64
+	// What tells devices apart when one key ID is escrowed by several: the holding device's
+	// serial number, enrollment and last contact, and whether an admin disputed it.
+	DeviceSerial     string
+	DeviceEnrolledAt time.Time
+	DeviceLastSeenAt time.Time
+	DeviceDisputed   bool
+	// SharedWith lists the other devices that escrowed the same key ID, within the caller's
+	// scope; SharedOutside counts those outside it.
+	SharedWith    []DeviceRef
+	SharedOutside int
+}
+
+// DeviceRef names a device.
+type DeviceRef struct {
+	ID       string
+	Name     string
+	Disputed bool
 }
 
 // DisclosedKey is a recovery key together with its material, the answer to a disclosure.

@@ -41,10 +41,15 @@ type Scope struct {
 	All      bool
 	OwnerUPN string   // devices owned by this user
 	Tags     []string // devices carrying any of these tags
+	// Undisputed leaves out devices an admin marked disputed: self-service never offers them.
+	Undisputed bool
 }
 
 // Allows reports whether the device is inside the scope.
 func (s Scope) Allows(d Device) bool {
+	if s.Undisputed && d.Disputed() {
+		return false
+	}
 	switch {
 	case s.All:
 		return true
@@ -74,7 +79,7 @@ func (p Principal) Scope() Scope {
 		if strings.TrimSpace(p.Email) == "" {
 			return Scope{}
 		}
-		return Scope{OwnerUPN: p.Email}
+		return Scope{OwnerUPN: p.Email, Undisputed: true}
 	}
 	return Scope{}
 }

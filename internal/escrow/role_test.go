@@ -3,6 +3,7 @@ package escrow_test
 import (
 	"reflect"
 	"testing"
+	"time"
 
 	"github.com/keyward/keyward/internal/escrow"
 )
@@ -131,7 +132,7 @@ func TestPrincipalScope(t *testing.T) {
 		{"helpdesk without tags sees all", person(escrow.RoleHelpdesk, "hd@example.com"), escrow.Scope{All: true}},
 		{"helpdesk with tags sees those tags", person(escrow.RoleHelpdesk, "hd@example.com", "emea", "hr"),
 			escrow.Scope{Tags: []string{"emea", "hr"}}},
-		{"user sees own devices", person(escrow.RoleUser, "alice@example.com"), escrow.Scope{OwnerUPN: "alice@example.com"}},
+		{"user sees own undisputed devices", person(escrow.RoleUser, "alice@example.com"), escrow.Scope{OwnerUPN: "alice@example.com", Undisputed: true}},
 		{"user without email sees nothing", person(escrow.RoleUser, ""), escrow.Scope{}},
 		{"user with blank email sees nothing", person(escrow.RoleUser, " \t"), escrow.Scope{}},
 		{"device sees nothing", escrow.Principal{DeviceID: "d1"}, escrow.Scope{}},
@@ -164,6 +165,9 @@ func TestScopeAllows(t *testing.T) {
 		{"any one tag is enough", escrow.Scope{Tags: []string{"apac", "emea"}}, alicesLaptop, true},
 		{"no shared tag", escrow.Scope{Tags: []string{"apac"}}, alicesLaptop, false},
 		{"tags never match an untagged device", escrow.Scope{Tags: []string{"apac"}}, untaggedUnowned, false},
+		{"undisputed leaves out a disputed device", escrow.Scope{OwnerUPN: "alice@example.com", Undisputed: true}, disputed(alicesLaptop), false},
+		{"undisputed keeps an undisputed device", escrow.Scope{OwnerUPN: "alice@example.com", Undisputed: true}, alicesLaptop, true},
+		{"all still allows a disputed device", escrow.Scope{All: true}, disputed(alicesLaptop), true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -222,4 +226,9 @@ func TestScopeOwnerMatch(t *testing.T) {
 			}
 		})
 	}
+}
+
+func disputed(d escrow.Device) escrow.Device {
+	d.DisputedAt = time.Date(2026, 11, 25, 9, 0, 0, 0, time.UTC)
+	return d
 }

@@ -1,6 +1,7 @@
 package escrow
 
 import (
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -165,6 +166,9 @@ func (r Report) Validate() error {
 		if !v.EncryptionStatus.Valid() {
 			return Errorf(CodeInvalid, "%sencryptionStatus: not a BitLocker encryption status", field)
 		}
+		if !v.LockStatus.Valid() {
+			return Errorf(CodeInvalid, "%slockStatus: must be unlocked or locked", field)
+		}
 		for j, p := range v.Protectors {
 			pf := field + "keyProtectors[" + strconv.Itoa(j) + "]."
 			if !p.Type.Valid() {
@@ -213,6 +217,85 @@ type DeviceDetail struct {
 	Device
 	Status  StatusResult
 	Volumes []VolumeDetail
+	// MatchedKeys are the device's keys a search by key ID matched (SearchDevices only).
+	MatchedKeys []RecoveryKey
+}
+
+// DeviceChange is an admin's change to a device; nil fields stay as they are.
+type DeviceChange struct {
+	// OwnerUPN is the new owner; "" clears it. Canonical once Validate has run.
+	OwnerUPN *string
+	// Tags replace the device's tags; an empty list clears them.
+	Tags *[]string
+	// Disputed marks the device disputed (true, with DisputeReason) or clears the mark.
+	Disputed      *bool
+	DisputeReason string
+}
+
+// MaxDeviceTags bounds the tags of one device.
+const MaxDeviceTags = 32
+
+// Validate checks the change and puts the owner and tags in canonical form (tags sorted,
+// duplicates removed). Errors: CodeInvalid naming the field.
+func (c *DeviceChange) Validate() error {
+	if c.OwnerUPN == nil && c.Tags == nil && c.Disputed == nil {
+		return Errorf(CodeInvalid, "body: give ownerUpn, tags or disputed")
+	}
+	if c.OwnerUPN != nil && strings.TrimSpace(*c.OwnerUPN) != "" {
+		owner, err := CanonicalName("ownerUpn", *c.OwnerUPN)
+		if err != nil {
+			return err
+		}
+		if !strings.Contains(owner, "@") {
+			return Errorf(CodeInvalid, "ownerUpn: must be a user principal name like alice@example.com")
+		}
+		c.OwnerUPN = &owner
+	} else if c.OwnerUPN != nil {
+		empty := ""
+		c.OwnerUPN = &empty
+	}
+	if c.Tags != nil {
+		tags, err := CanonicalTags("tags", *c.Tags)
+		if err != nil {
+			return err
+		}
+		c.Tags = &tags
+	}
+	if c.Disputed != nil && *c.Disputed {
+		if err := CheckText("reason", c.DisputeReason, true, 500); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// CanonicalTags checks device tags (lower-case [a-z0-9-], 1 to 64 characters, at most
+// MaxDeviceTags) and returns them sorted without duplicates. Errors: CodeInvalid naming field.
+func CanonicalTags(field string, tags []string) ([]string, error) {
+	if len(tags) > MaxDeviceTags {
+		return nil, Errorf(CodeInvalid, "%s: at most %d tags", field, MaxDeviceTags)
+	}
+	out := make([]string, 0, len(tags))
+	for i, t := range tags {
+		if !validTag(t) {
+			return nil, Errorf(CodeInvalid, "%s[%d]: 1 to 64 lower-case letters, digits and hyphens", field, i)
+		}
+		out = append(out, t)
+	}
+	slices.Sort(out)
+	return slices.Compact(out), nil
+}
+
+func validTag(t string) bool {
+	if len(t) == 0 || len(t) > 64 {
+		return false
+	}
+	for _, c := range []byte(t) {
+		if !('a' <= c && c <= 'z' || '0' <= c && c <= '9' || c == '-') {
+			return false
+		}
+	}
+	return true
 }
 
 // VolumeDetail is a volume with its escrow status.

@@ -1,6 +1,7 @@
 package escrow_test
 
 import (
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -247,5 +248,57 @@ func checkFieldError(t *testing.T, err error, field, text string) {
 	}
 	if !strings.Contains(msg, text) {
 		t.Errorf("message %q does not contain %q", msg, text)
+	}
+}
+
+func TestDeviceChangeValidate(t *testing.T) {
+	str := func(s string) *string { return &s }
+	tags := func(t ...string) *[]string { return &t }
+	yes := true
+	many := make([]string, 33)
+	for i := range many {
+		many[i] = "t"
+	}
+	tests := []struct {
+		name      string
+		ch        escrow.DeviceChange
+		wantErr   string // prefix of the message; "" for valid
+		wantOwner string
+		wantTags  []string
+	}{
+		{"owner canonical", escrow.DeviceChange{OwnerUPN: str(" Alice@Example.COM ")}, "", "alice@example.com", nil},
+		{"owner cleared", escrow.DeviceChange{OwnerUPN: str("")}, "", "", nil},
+		{"owner look-alike", escrow.DeviceChange{OwnerUPN: str("ſam@example.com")}, "ownerUpn:", "", nil},
+		{"owner without @", escrow.DeviceChange{OwnerUPN: str("alice")}, "ownerUpn:", "", nil},
+		{"tags sorted, duplicates dropped", escrow.DeviceChange{Tags: tags("lab", "a-1", "lab")}, "", "", []string{"a-1", "lab"}},
+		{"tags cleared", escrow.DeviceChange{Tags: tags()}, "", "", []string{}},
+		{"tag upper case", escrow.DeviceChange{Tags: tags("ok", "Lab")}, "tags[1]:", "", nil},
+		{"tag underscore", escrow.DeviceChange{Tags: tags("a_b")}, "tags[0]:", "", nil},
+		{"tag 64 long", escrow.DeviceChange{Tags: tags(strings.Repeat("a", 64))}, "", "", []string{strings.Repeat("a", 64)}},
+		{"tag 65 long", escrow.DeviceChange{Tags: tags(strings.Repeat("a", 65))}, "tags[0]:", "", nil},
+		{"33 tags", escrow.DeviceChange{Tags: &many}, "tags: at most 32", "", nil},
+		{"dispute needs a reason", escrow.DeviceChange{Disputed: &yes}, "reason:", "", nil},
+		{"nothing", escrow.DeviceChange{}, "body:", "", nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ch := tt.ch
+			err := ch.Validate()
+			if tt.wantErr != "" {
+				if err == nil || !strings.HasPrefix(escrow.ErrorMessage(err), tt.wantErr) || escrow.ErrorCode(err) != escrow.CodeInvalid {
+					t.Fatalf("Validate() = %v, want %s…", err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("Validate() = %v", err)
+			}
+			if ch.OwnerUPN != nil && *ch.OwnerUPN != tt.wantOwner {
+				t.Errorf("owner = %q, want %q", *ch.OwnerUPN, tt.wantOwner)
+			}
+			if tt.wantTags != nil && !slices.Equal(*ch.Tags, tt.wantTags) {
+				t.Errorf("tags = %q, want %q", *ch.Tags, tt.wantTags)
+			}
+		})
 	}
 }

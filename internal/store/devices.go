@@ -114,16 +114,16 @@ func (db *DB) AuthenticateDevice(ctx context.Context, tok escrow.Token) (escrow.
 }
 
 const deviceColumns = `id, name, owner_upn, serial_number, os_version, enrolled_at, last_seen_at, reported_at,
-	retired_at, retired_by, retire_reason`
+	retired_at, retired_by, retire_reason, disputed_at, disputed_by, dispute_reason`
 
 func scanDevice(s scanner) (escrow.Device, error) {
 	var d escrow.Device
 	var enrolled, seen int64
-	var reported, retired sql.NullInt64
+	var reported, retired, disputed sql.NullInt64
 	err := s.Scan(&d.ID, &d.Name, &d.OwnerUPN, &d.SerialNumber, &d.OSVersion, &enrolled, &seen, &reported,
-		&retired, &d.RetiredBy, &d.RetireReason)
+		&retired, &d.RetiredBy, &d.RetireReason, &disputed, &d.DisputedBy, &d.DisputeReason)
 	d.EnrolledAt, d.LastSeenAt, d.ReportedAt = time.UnixMicro(enrolled).UTC(), time.UnixMicro(seen).UTC(), fromMicros(reported)
-	d.RetiredAt = fromMicros(retired)
+	d.RetiredAt, d.DisputedAt = fromMicros(retired), fromMicros(disputed)
 	return d, err
 }
 
@@ -310,19 +310,27 @@ func retiredWhere(retired bool, alias string) string {
 
 // scopeWhere turns a scope into SQL conditions on the devices table aliased as alias.
 func scopeWhere(s escrow.Scope, alias string) ([]string, []any) {
+	var where []string
+	var args []any
 	switch {
 	case s.All:
-		return nil, nil
 	case s.OwnerUPN != "":
 		// The one comparison of an owner with a sign-in name: owner_key = canonical(email). A
 		// name without a canonical form owns nothing (and never the devices without an owner).
-		if key := nameKey(s.OwnerUPN); key != "" {
-			return []string{alias + ".owner_key = $1"}, []any{key}
+		key := nameKey(s.OwnerUPN)
+		if key == "" {
+			return []string{"1 = 0"}, nil
 		}
+		where, args = []string{alias + ".owner_key = $1"}, []any{key}
 	case len(s.Tags) > 0:
-		return []string{alias + ".id IN (SELECT device_id FROM device_tags WHERE tag IN (" + placeholders(1, len(s.Tags)) + "))"}, anys(s.Tags)
+		where, args = []string{alias + ".id IN (SELECT device_id FROM device_tags WHERE tag IN (" + placeholders(1, len(s.Tags)) + "))"}, anys(s.Tags)
+	default:
+		return []string{"1 = 0"}, nil
 	}
-	return []string{"1 = 0"}, nil
+	if s.Undisputed {
+		where = append(where, alias+".disputed_at IS NULL")
+	}
+	return where, args
 }
 
 // withStatus loads the volumes of the devices and applies the escrow-status rules.
@@ -366,7 +374,7 @@ func (db *DB) withStatus(ctx context.Context, q dbtx, devices []escrow.Device) (
 func loadVolumeStates(ctx context.Context, q dbtx, ids []string) (map[string][]escrow.VolumeState, error) {
 	in := placeholders(1, len(ids))
 	rows, err := q.QueryContext(ctx, `SELECT device_id, volume_id, mount_point, volume_type, protection_status, encryption_status,
-		present, missing_escrow_since, failure, failure_at FROM volumes WHERE device_id IN (`+in+`) ORDER BY device_id, mount_point, volume_id`, anys(ids)...)
+		lock_status, present, missing_escrow_since, failure, failure_at FROM volumes WHERE device_id IN (`+in+`) ORDER BY device_id, mount_point, volume_id`, anys(ids)...)
 	if err != nil {
 		return nil, err
 	}
@@ -376,13 +384,14 @@ func loadVolumeStates(ctx context.Context, q dbtx, ids []string) (map[string][]e
 	states := map[volKey]*escrow.VolumeState{}
 	for rows.Next() {
 		var v escrow.Volume
-		var vt, ps, es string
+		var vt, ps, es, ls string
 		var missing, failureAt sql.NullInt64
-		if err := rows.Scan(&v.DeviceID, &v.ID, &v.MountPoint, &vt, &ps, &es, &v.Present, &missing, &v.Failure, &failureAt); err != nil {
+		if err := rows.Scan(&v.DeviceID, &v.ID, &v.MountPoint, &vt, &ps, &es, &ls, &v.Present, &missing, &v.Failure, &failureAt); err != nil {
 			rows.Close()
 			return nil, err
 		}
 		v.Type, v.ProtectionStatus, v.EncryptionStatus = escrow.VolumeType(vt), escrow.ProtectionStatus(ps), escrow.EncryptionStatus(es)
+		v.LockStatus = escrow.LockStatus(ls)
 		v.MissingEscrowSince, v.FailureAt = fromMicros(missing), fromMicros(failureAt)
 		k := volKey{v.DeviceID, v.ID}
 		states[k] = &escrow.VolumeState{Volume: v}

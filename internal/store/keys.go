@@ -82,6 +82,13 @@ func (db *DB) Escrow(ctx context.Context, o escrow.Origin, deviceID string, req 
 		if err := upsertVolume(ctx, tx, deviceID, req.VolumeID, req.MountPoint, req.VolumeType); err != nil {
 			return err
 		}
+		others, err := otherHolders(ctx, tx, deviceID, req.KeyID)
+		if err != nil {
+			return err
+		}
+		if len(others) > 0 {
+			e.Detail += "; key ID also escrowed by " + describeHolders(others)
+		}
 		if store == "insert" {
 			_, err = tx.ExecContext(ctx, `INSERT INTO recovery_keys (device_id, key_id, volume_id, kind, status, ciphertext, wrapped_key, created_at)
 				VALUES ($1, $2, $3, $4, 'active', $5, $6, $7)`,
@@ -158,7 +165,8 @@ func refreshMissingEscrow(ctx context.Context, tx dbtx, deviceID string, now tim
 }
 
 const keyColumns = `k.id, k.key_id, k.device_id, d.name, k.volume_id, v.mount_point, v.volume_type, k.kind, k.status,
-	k.verification, k.verified_at, k.created_at, k.superseded_at, k.retain_until, k.last_accessed_at, k.access_count`
+	k.verification, k.verified_at, k.created_at, k.superseded_at, k.retain_until, k.last_accessed_at, k.access_count,
+	d.serial_number, d.enrolled_at, d.last_seen_at, d.disputed_at`
 
 const keyFrom = ` FROM recovery_keys k JOIN devices d ON d.id = k.device_id
 	JOIN volumes v ON v.device_id = k.device_id AND v.volume_id = k.volume_id`
@@ -166,12 +174,14 @@ const keyFrom = ` FROM recovery_keys k JOIN devices d ON d.id = k.device_id
 // scanKey scans keyColumns, then any extra columns into extra.
 func scanKey(s scanner, extra ...any) (int64, escrow.RecoveryKey, error) {
 	var k escrow.RecoveryKey
-	var rowID, created int64
+	var rowID, created, enrolled, seen int64
 	var vt, kind, status, verification string
-	var verified, superseded, retain, accessed sql.NullInt64
+	var verified, superseded, retain, accessed, disputed sql.NullInt64
 	dest := append([]any{&rowID, &k.KeyID, &k.DeviceID, &k.DeviceName, &k.VolumeID, &k.MountPoint, &vt, &kind, &status,
-		&verification, &verified, &created, &superseded, &retain, &accessed, &k.AccessCount}, extra...)
+		&verification, &verified, &created, &superseded, &retain, &accessed, &k.AccessCount,
+		&k.DeviceSerial, &enrolled, &seen, &disputed}, extra...)
 	err := s.Scan(dest...)
+	k.DeviceEnrolledAt, k.DeviceLastSeenAt, k.DeviceDisputed = time.UnixMicro(enrolled).UTC(), time.UnixMicro(seen).UTC(), disputed.Valid
 	k.VolumeType, k.Kind, k.Status, k.Verification = escrow.VolumeType(vt), escrow.KeyKind(kind), escrow.KeyStatus(status), escrow.Verification(verification)
 	k.CreatedAt = time.UnixMicro(created).UTC()
 	k.VerifiedAt, k.SupersededAt, k.RetainUntil, k.LastAccessedAt = fromMicros(verified), fromMicros(superseded), fromMicros(retain), fromMicros(accessed)
@@ -229,6 +239,9 @@ func (db *DB) ListKeys(ctx context.Context, o escrow.Origin, f escrow.KeyFilter)
 			}
 			keep, err := db.keysInStatus(ctx, tx, page, f.EscrowStatus)
 			if err != nil {
+				return err
+			}
+			if err := markShared(ctx, tx, page, f.Scope); err != nil {
 				return err
 			}
 			for i, k := range page {
@@ -428,3 +441,86 @@ func (db *DB) Disclose(ctx context.Context, o escrow.Origin, deviceID, reason st
 }
 
 func itoa64(n int64) string { return strconv.FormatInt(n, 10) }
+
+// Key IDs are unique per device only: a BitLocker To Go drive keeps its protector GUID when it
+// moves between computers, and a planted device can escrow junk under someone's real key ID.
+// So wherever a key ID leads to a device, the other devices holding it are named.
+
+// otherHolders returns the devices other than deviceID that escrowed keyID, oldest first.
+func otherHolders(ctx context.Context, tx dbtx, deviceID, keyID string) ([]escrow.Device, error) {
+	return queryAll(ctx, tx, scanDevice, `SELECT `+prefixColumns("d.", deviceColumns)+` FROM devices d
+		WHERE d.id IN (SELECT device_id FROM recovery_keys WHERE key_id = $1 AND device_id <> $2) ORDER BY d.enrolled_at, d.id`, keyID, deviceID)
+}
+
+// describeHolders names devices for an audit event, at most five of them.
+func describeHolders(ds []escrow.Device) string {
+	var parts []string
+	for i, d := range ds {
+		if i == 5 {
+			parts = append(parts, "and "+itoa(len(ds)-5)+" more")
+			break
+		}
+		parts = append(parts, "device "+d.Name+" ("+d.ID+", serial "+d.SerialNumber+")")
+	}
+	return strings.Join(parts, ", ")
+}
+
+// markShared fills in, for each key, the other devices that hold its key ID: those in scope by
+// name, the others as a count, for staff only. A person's own scope never learns of devices
+// outside it: to self-service, someone else's key ID is one that does not exist.
+func markShared(ctx context.Context, tx dbtx, keys []escrow.RecoveryKey, scope escrow.Scope) error {
+	if len(keys) == 0 {
+		return nil
+	}
+	seen := map[string]bool{}
+	var ids []string
+	for _, k := range keys {
+		if !seen[k.KeyID] {
+			seen[k.KeyID] = true
+			ids = append(ids, k.KeyID)
+		}
+	}
+	type holder struct{ keyID, deviceID string }
+	holders, err := queryAll(ctx, tx, func(s scanner) (holder, error) {
+		var h holder
+		return h, s.Scan(&h.keyID, &h.deviceID)
+	}, `SELECT k.key_id, k.device_id FROM recovery_keys k WHERE k.key_id IN (`+placeholders(1, len(ids))+`)
+		AND EXISTS (SELECT 1 FROM recovery_keys o WHERE o.key_id = k.key_id AND o.device_id <> k.device_id) ORDER BY k.id`, anys(ids)...)
+	if err != nil || len(holders) == 0 {
+		return err // no key ID of the page is shared: the usual answer, from the index alone
+	}
+	byKey := map[string][]string{}
+	devSeen := map[string]bool{}
+	var devIDs []string
+	for _, h := range holders {
+		byKey[h.keyID] = append(byKey[h.keyID], h.deviceID)
+		if !devSeen[h.deviceID] {
+			devSeen[h.deviceID] = true
+			devIDs = append(devIDs, h.deviceID)
+		}
+	}
+	devices, err := queryDevices(ctx, tx, `SELECT `+prefixColumns("d.", deviceColumns)+` FROM devices d WHERE d.id IN (`+placeholders(1, len(devIDs))+`)`, anys(devIDs))
+	if err != nil {
+		return err
+	}
+	byID := map[string]escrow.Device{}
+	for _, d := range devices {
+		byID[d.ID] = d
+	}
+	for i := range keys {
+		k := &keys[i]
+		for _, id := range byKey[k.KeyID] {
+			if id == k.DeviceID {
+				continue
+			}
+			d := byID[id]
+			switch {
+			case scope.Allows(d):
+				k.SharedWith = append(k.SharedWith, escrow.DeviceRef{ID: d.ID, Name: d.Name, Disputed: d.Disputed()})
+			case scope.OwnerUPN == "":
+				k.SharedOutside++
+			}
+		}
+	}
+	return nil
+}

@@ -396,6 +396,13 @@ func (db *DB) SearchDevices(ctx context.Context, o escrow.Origin, f escrow.Devic
 	if err != nil {
 		return nil, "", err
 	}
+	if byKey && len(out) > 0 {
+		// What tells the devices apart when one key ID leads to several: each match's key,
+		// escrowed when, beside the device's serial number, enrollment and last contact.
+		if err := db.read(ctx, func(tx *sql.Tx) error { return matchKeys(ctx, tx, out, keyPrefix) }); err != nil {
+			return nil, "", err
+		}
+	}
 	if byKey {
 		e := o.Event(escrow.ActionKeyList, escrow.OutcomeSuccess)
 		e.Detail = "device search by key ID " + keyPrefix + ": " + itoa(len(out)) + " devices"
@@ -407,6 +414,27 @@ func (db *DB) SearchDevices(ctx context.Context, o escrow.Origin, f escrow.Devic
 		}
 	}
 	return out, next, nil
+}
+
+// matchKeys fills in the keys of each device that start with the key ID prefix.
+func matchKeys(ctx context.Context, tx *sql.Tx, devices []escrow.DeviceDetail, prefix string) error {
+	ids := make([]string, len(devices))
+	index := map[string]int{}
+	for i, d := range devices {
+		ids[i], index[d.ID] = d.ID, i
+	}
+	args := append(anys(ids), prefix, prefix+"~")
+	n := len(ids)
+	keys, _, err := queryKeys(ctx, tx, `SELECT `+keyColumns+keyFrom+` WHERE k.device_id IN (`+placeholders(1, n)+`)
+		AND k.key_id >= $`+itoa(n+1)+` AND k.key_id < $`+itoa(n+2)+` ORDER BY k.id`, args)
+	if err != nil {
+		return err
+	}
+	for _, k := range keys {
+		d := &devices[index[k.DeviceID]]
+		d.MatchedKeys = append(d.MatchedKeys, k)
+	}
+	return nil
 }
 
 // escapeLike makes text match itself in a LIKE pattern with ESCAPE '\'.

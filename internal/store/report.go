@@ -52,12 +52,24 @@ func (db *DB) ApplyReport(ctx context.Context, o escrow.Origin, deviceID string,
 }
 
 func (db *DB) applyVolume(ctx context.Context, tx *sql.Tx, o escrow.Origin, deviceID string, v escrow.ReportedVolume, now time.Time, s escrow.Settings) error {
-	if _, err := tx.ExecContext(ctx, `INSERT INTO volumes (device_id, volume_id, mount_point, volume_type, protection_status, encryption_status, present)
-		VALUES ($1, $2, $3, $4, $5, $6, TRUE)
+	lock := v.LockStatus
+	if lock == "" {
+		lock = escrow.Unlocked // SPEC §7: absent means unlocked
+	}
+	if _, err := tx.ExecContext(ctx, `INSERT INTO volumes (device_id, volume_id, mount_point, volume_type, protection_status, encryption_status, lock_status, present)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, TRUE)
 		ON CONFLICT (device_id, volume_id) DO UPDATE SET mount_point = excluded.mount_point, volume_type = excluded.volume_type,
-		protection_status = excluded.protection_status, encryption_status = excluded.encryption_status, present = TRUE`,
-		deviceID, v.ID, v.MountPoint, string(v.Type), string(v.ProtectionStatus), string(v.EncryptionStatus)); err != nil {
+		protection_status = excluded.protection_status, encryption_status = excluded.encryption_status, lock_status = excluded.lock_status, present = TRUE`,
+		deviceID, v.ID, v.MountPoint, string(v.Type), string(v.ProtectionStatus), string(v.EncryptionStatus), string(lock)); err != nil {
 		return err
+	}
+	// The threat is losing a key while its drive still exists: a locked data drive, or one whose
+	// protectors the agent could not read, is reported with an empty or partial list. Such a
+	// list changes no key (no supersession, so no purge; no reactivation; no verification), and
+	// an empty one leaves the protectors last read in place.
+	readable := v.ProtectorsReadable()
+	if !readable && len(v.Protectors) == 0 {
+		return nil
 	}
 	if _, err := tx.ExecContext(ctx, `DELETE FROM protectors WHERE device_id = $1 AND volume_id = $2`, deviceID, v.ID); err != nil {
 		return err
@@ -72,6 +84,9 @@ func (db *DB) applyVolume(ctx context.Context, tx *sql.Tx, o escrow.Origin, devi
 			deviceID, v.ID, p.KeyID, string(p.Type)); err != nil {
 			return err
 		}
+	}
+	if !readable {
+		return nil
 	}
 
 	rows, err := tx.QueryContext(ctx, `SELECT key_id, status, kind, verification, ciphertext, wrapped_key FROM recovery_keys

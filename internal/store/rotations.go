@@ -108,8 +108,8 @@ func (db *DB) RequestRotation(ctx context.Context, o escrow.Origin, deviceID, vo
 			}
 		}
 		if volumeID != "" && !found {
-			denied = escrow.Errorf(escrow.CodeNotFound, "volumeId: the device has no such volume")
-			return nil
+			denied, e.Detail = escrow.Errorf(escrow.CodeNotFound, "volumeId: the device has no such volume"), "no such volume "+volumeID
+			return db.appendEvent(ctx, tx, e)
 		}
 		if len(targets) == 0 {
 			denied, e.Outcome, e.Detail = escrow.Errorf(escrow.CodeNotEncrypted, "device: BitLocker is off on every volume"), escrow.OutcomeError, "BitLocker is off"
@@ -247,23 +247,41 @@ func (db *DB) finishReEscrow(ctx context.Context, tx dbtx, o escrow.Origin, devi
 }
 
 // FinishCommand records the outcome of a rotation the device carried out. A completed rotation
-// must name a new key the device escrowed first; the old key becomes superseded in the same
-// transaction. Errors: CodeNotFound, CodeConflict (not open, or new key not escrowed).
+// must name a new key the device escrowed first, other than the key it replaces; the old key
+// becomes superseded in the same transaction. A refusal leaves the rotation as it was and is
+// recorded as a denied event. Errors: CodeNotFound, CodeConflict (not open, new key not
+// escrowed, or the new key is the old one).
 func (db *DB) FinishCommand(ctx context.Context, o escrow.Origin, deviceID, commandID string, res escrow.CommandResult) error {
 	if err := escrow.CheckText("message", res.Message, false, 2000); err != nil {
 		return err
 	}
 	now := db.Now()
-	return db.write(ctx, func(tx *sql.Tx) error {
+	var refused error
+	err := db.write(ctx, func(tx *sql.Tx) error {
+		refused = nil
 		if err := touchDevice(ctx, tx, deviceID, now); err != nil {
 			return err
 		}
+		action := escrow.ActionRotateComplete
+		if !res.Completed {
+			action = escrow.ActionRotateFail
+		}
+		refuse := func(keyID string, err error) error {
+			refused = err
+			e := o.Event(action, escrow.OutcomeDenied)
+			e.DeviceID, e.KeyID, e.Detail = deviceID, keyID, "command "+commandID+": "+escrow.ErrorMessage(err)
+			return db.appendEvent(ctx, tx, e)
+		}
 		r, err := scanRotation(tx.QueryRowContext(ctx, `SELECT `+rotationColumns+` FROM rotations WHERE id = $1 AND device_id = $2`, commandID, deviceID))
 		if errors.Is(err, sql.ErrNoRows) {
-			if found, err := db.finishReEscrow(ctx, tx, o, deviceID, commandID, res, now); found || err != nil {
+			found, err := db.finishReEscrow(ctx, tx, o, deviceID, commandID, res, now)
+			switch {
+			case found && escrow.ErrorCode(err) == escrow.CodeConflict:
+				return refuse("", err)
+			case found || err != nil:
 				return err
 			}
-			return escrow.Errorf(escrow.CodeNotFound, "command: no such command for this device")
+			return refuse("", escrow.Errorf(escrow.CodeNotFound, "command: no such command for this device"))
 		}
 		if err != nil {
 			return err
@@ -272,7 +290,7 @@ func (db *DB) FinishCommand(ctx context.Context, o escrow.Origin, deviceID, comm
 			if r.Status == escrow.RotationCompleted && res.Completed && r.NewKeyID == res.NewKeyID {
 				return nil // a retry of a result that was recorded
 			}
-			return escrow.Errorf(escrow.CodeConflict, "command: the rotation is already %s", r.Status)
+			return refuse(r.KeyID, escrow.Errorf(escrow.CodeConflict, "command: the rotation is already %s", r.Status))
 		}
 		settings, err := loadSettings(ctx, tx)
 		if err != nil {
@@ -281,11 +299,16 @@ func (db *DB) FinishCommand(ctx context.Context, o escrow.Origin, deviceID, comm
 		if !res.Completed {
 			return db.failRotation(ctx, tx, o, r, "rotation failed on the device: "+res.Message, now)
 		}
+		if r.KeyID != "" && res.NewKeyID == r.KeyID {
+			// The key this rotation replaces is the one that was disclosed (or is too old): a
+			// "completion" naming it would close the rotation and leave that key in service.
+			return refuse(r.KeyID, escrow.Errorf(escrow.CodeConflict, "newKeyId: is the key this rotation replaces; add and escrow a new recovery password"))
+		}
 		var newStatus, newKind, newVolume string
 		err = tx.QueryRowContext(ctx, `SELECT status, kind, volume_id FROM recovery_keys WHERE device_id = $1 AND key_id = $2`,
 			deviceID, res.NewKeyID).Scan(&newStatus, &newKind, &newVolume)
 		if errors.Is(err, sql.ErrNoRows) || (err == nil && (newStatus != "active" || newKind != string(escrow.KindRecoveryPassword) || newVolume != r.VolumeID)) {
-			return escrow.Errorf(escrow.CodeConflict, "newKeyId: escrow the new recovery password for this volume before completing the rotation")
+			return refuse(r.KeyID, escrow.Errorf(escrow.CodeConflict, "newKeyId: escrow the new recovery password for this volume before completing the rotation"))
 		}
 		if err != nil {
 			return err
@@ -294,7 +317,7 @@ func (db *DB) FinishCommand(ctx context.Context, o escrow.Origin, deviceID, comm
 			r.ID, micros(now), res.NewKeyID, res.Message); err != nil {
 			return err
 		}
-		if r.KeyID != "" && r.KeyID != res.NewKeyID {
+		if r.KeyID != "" {
 			if err := db.supersede(ctx, tx, o, deviceID, r.KeyID, "replaced by rotation "+r.ID, now, settings); err != nil {
 				return err
 			}
@@ -309,6 +332,10 @@ func (db *DB) FinishCommand(ctx context.Context, o escrow.Origin, deviceID, comm
 		e.DeviceID, e.KeyID, e.Detail = deviceID, res.NewKeyID, "rotation "+r.ID+" replaced "+r.KeyID
 		return db.appendEvent(ctx, tx, e)
 	})
+	if err != nil {
+		return err
+	}
+	return refused
 }
 
 // failRotation marks an open rotation failed and the volume failed until a later escrow or

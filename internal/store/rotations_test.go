@@ -31,11 +31,11 @@ func TestRequestRotationRefused(t *testing.T) {
 		volumeID string
 		allowed  bool
 		want     escrow.Code
-		outcome  escrow.Outcome // of the key.rotate.request event; "" leaves auditing open
+		outcome  escrow.Outcome // of the one key.rotate.request event
 	}{
 		{"BitLocker off everywhere", []escrow.ReportedVolume{offVolume(osVolume), offVolume(dataVolume)}, "", "", true, escrow.CodeNotEncrypted, escrow.OutcomeError},
 		{"the named volume is off", []escrow.ReportedVolume{onVolume(osVolume, xts128.keyID), offVolume(dataVolume)}, "", dataVolume, true, escrow.CodeNotEncrypted, escrow.OutcomeError},
-		{"no such volume", []escrow.ReportedVolume{onVolume(osVolume, xts128.keyID)}, "", usbVolume, true, escrow.CodeNotFound, ""},
+		{"no such volume", []escrow.ReportedVolume{onVolume(osVolume, xts128.keyID)}, "", usbVolume, true, escrow.CodeNotFound, escrow.OutcomeDenied},
 		{"no such device", nil, unknown, "", true, escrow.CodeNotFound, escrow.OutcomeDenied},
 		{"not allowed", []escrow.ReportedVolume{onVolume(osVolume, xts128.keyID)}, "", "", false, escrow.CodeForbidden, escrow.OutcomeDenied},
 	}
@@ -62,7 +62,7 @@ func TestRequestRotationRefused(t *testing.T) {
 				t.Errorf("rotations stored: %+v", open)
 			}
 			ev := e.events(escrow.AuditFilter{Action: escrow.ActionRotateRequest})[before:]
-			if tt.outcome != "" && (len(ev) != 1 || ev[0].Outcome != tt.outcome || ev[0].DeviceID != deviceID || ev[0].Reason != "TPM replaced") {
+			if len(ev) != 1 || ev[0].Outcome != tt.outcome || ev[0].DeviceID != deviceID || ev[0].Reason != "TPM replaced" {
 				t.Errorf("events = %+v, want one key.rotate.request with outcome %s", ev, tt.outcome)
 			}
 		})
@@ -175,7 +175,7 @@ func TestRotationLifecycle(t *testing.T) {
 			t.Errorf("no %s event", action)
 		}
 	}
-	complete := e.events(escrow.AuditFilter{Action: escrow.ActionRotateComplete})
+	complete := e.events(escrow.AuditFilter{Action: escrow.ActionRotateComplete, Outcome: string(escrow.OutcomeSuccess)})
 	if len(complete) != 1 || complete[0].KeyID != cbc128.keyID || complete[0].Actor.ID != en.DeviceID {
 		t.Errorf("key.rotate.complete events = %+v", complete)
 	}
@@ -216,6 +216,7 @@ func TestFinishCommandRefused(t *testing.T) {
 			escrow.CommandResult{Completed: true, NewKeyID: cbc128.keyID}, escrow.CodeNotFound},
 		{"unknown command", nil, nil, func(string) string { return "00000000-0000-4000-8000-000000000000" },
 			escrow.CommandResult{Completed: true, NewKeyID: xts128.keyID}, escrow.CodeNotFound},
+		{"new key is the key it replaces", nil, nil, nil, escrow.CommandResult{Completed: true, NewKeyID: xts128.keyID}, escrow.CodeConflict},
 		{"message with control characters", nil, nil, nil, escrow.CommandResult{Message: "failed\r\nseq=1"}, escrow.CodeInvalid},
 	}
 	for _, tt := range tests {
@@ -247,8 +248,17 @@ func TestFinishCommandRefused(t *testing.T) {
 			if k := e.key(en.DeviceID, xts128.keyID); k.Status != escrow.KeyActive {
 				t.Errorf("old key is %s after a refused result", k.Status)
 			}
-			if n := e.countEvents(escrow.AuditFilter{}) - before; n != 1 { // the key.list of e.key
-				t.Errorf("%d events written for a refused result", n-1)
+			// A refusal is one denied event; invalid input is refused before anything is written.
+			// (The key.list is that of e.key above.)
+			want := 1
+			if tt.want == escrow.CodeInvalid {
+				want = 0
+			}
+			if n := e.countEvents(escrow.AuditFilter{Outcome: string(escrow.OutcomeDenied)}); n != want {
+				t.Errorf("%d denied events for a refused result, want %d", n, want)
+			}
+			if n := e.countEvents(escrow.AuditFilter{}) - before; n != want+1 {
+				t.Errorf("%d events written for a refused result, want %d", n-1, want)
 			}
 		})
 	}

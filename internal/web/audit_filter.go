@@ -25,8 +25,8 @@ var auditActions = []string{
 	escrow.ActionUserSSOLink, escrow.ActionUserSSOLinkAllow,
 	escrow.ActionTokenCreate, escrow.ActionTokenRevoke, escrow.ActionTokenRead,
 	escrow.ActionEnrollTokenCreate, escrow.ActionEnrollTokenRevoke, escrow.ActionEnrollTokenRead, escrow.ActionSettingsUpdate, escrow.ActionIncidentStart, escrow.ActionIncidentStop,
-	escrow.ActionDeviceRead, escrow.ActionDeviceRetire, escrow.ActionMasterKeyRotate, escrow.ActionMasterKeyRetire,
-	escrow.ActionStoreBackup, escrow.ActionStoreRestore, escrow.ActionStoreMigrate, escrow.ActionMetricsRead,
+	escrow.ActionDeviceRead, escrow.ActionDeviceRetire, escrow.ActionDeviceUpdate, escrow.ActionDeviceDispute, escrow.ActionMasterKeyRotate, escrow.ActionMasterKeyRetire,
+	escrow.ActionStoreBackup, escrow.ActionStoreRestore, escrow.ActionStoreMigrate, escrow.ActionMetricsRead, escrow.ActionSetupLink, escrow.ActionSetupAdmin,
 }
 
 var auditSources = []escrow.Source{escrow.SourceAdminPortal, escrow.SourceSelfService, escrow.SourceAPI, escrow.SourceAgent, escrow.SourceCLI, escrow.SourceSystem}

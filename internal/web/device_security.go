@@ -27,7 +27,7 @@ type securityData struct {
 // listing like the API's, and audited as one.
 func (s *Server) deviceSecurity(w http.ResponseWriter, r *http.Request) error {
 	p := principal(r)
-	id, err := pathDeviceID(r)
+	id, err := s.routeDeviceID(r, escrow.ActionDeviceRead)
 	if err != nil {
 		return err
 	}
@@ -45,7 +45,7 @@ func (s *Server) deviceSecurity(w http.ResponseWriter, r *http.Request) error {
 // loadSecurity gathers what the Security section shows.
 func (s *Server) loadSecurity(r *http.Request, id string) (*securityData, error) {
 	p := principal(r)
-	dev, err := s.store.GetDevice(r.Context(), p, id)
+	dev, err := s.getDevice(r, id, escrow.ActionDeviceRead)
 	if err != nil {
 		return nil, err
 	}

@@ -14,7 +14,7 @@ import (
 // keys shown, never cached.
 func (s *Server) keyView(w http.ResponseWriter, r *http.Request) error {
 	p := principal(r)
-	id, err := pathDeviceID(r)
+	id, err := s.routeDeviceID(r, escrow.ActionKeyRead)
 	if err != nil {
 		return err
 	}

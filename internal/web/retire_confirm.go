@@ -15,7 +15,7 @@ type retireData struct {
 // retireConfirm serves GET /devices/{deviceId}/retire: the confirmation step before an admin
 // retires a decommissioned or wiped device, with the reason.
 func (s *Server) retireConfirm(w http.ResponseWriter, r *http.Request) error {
-	id, err := pathDeviceID(r)
+	id, err := s.routeDeviceID(r, escrow.ActionDeviceRetire)
 	if err != nil {
 		return err
 	}
@@ -28,7 +28,7 @@ func (s *Server) retireConfirm(w http.ResponseWriter, r *http.Request) error {
 // renderRetire shows the confirmation form of the device, with the reason given so far and the
 // error that sent it back, if any.
 func (s *Server) renderRetire(w http.ResponseWriter, r *http.Request, status int, id, reason, formErr string) error {
-	dev, err := s.store.GetDevice(r.Context(), principal(r), id)
+	dev, err := s.getDevice(r, id, escrow.ActionDeviceRetire)
 	if err != nil {
 		return err
 	}

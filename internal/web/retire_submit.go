@@ -12,7 +12,7 @@ import (
 // token is refused from now on, and the device page says it was retired.
 func (s *Server) retireSubmit(w http.ResponseWriter, r *http.Request) error {
 	p := principal(r)
-	id, err := pathDeviceID(r)
+	id, err := s.routeDeviceID(r, escrow.ActionDeviceRetire)
 	if err != nil {
 		return err
 	}

@@ -18,7 +18,7 @@ type rotateData struct {
 // rotation is requested, with the choice of volume and a reason.
 func (s *Server) rotationConfirm(w http.ResponseWriter, r *http.Request) error {
 	p := principal(r)
-	id, err := pathDeviceID(r)
+	id, err := s.routeDeviceID(r, escrow.ActionRotateRequest)
 	if err != nil {
 		return err
 	}
@@ -34,7 +34,7 @@ func (s *Server) rotationConfirm(w http.ResponseWriter, r *http.Request) error {
 
 func (s *Server) loadRotate(r *http.Request, id string) (*rotateData, error) {
 	p := principal(r)
-	dev, err := s.store.GetDevice(r.Context(), p, id)
+	dev, err := s.getDevice(r, id, escrow.ActionRotateRequest)
 	if err != nil {
 		return nil, err
 	}

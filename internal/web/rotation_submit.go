@@ -12,7 +12,7 @@ import (
 // device replaces the recovery password the next time it checks in; the page says so.
 func (s *Server) rotationSubmit(w http.ResponseWriter, r *http.Request) error {
 	p := principal(r)
-	id, err := pathDeviceID(r)
+	id, err := s.routeDeviceID(r, escrow.ActionRotateRequest)
 	if err != nil {
 		return err
 	}

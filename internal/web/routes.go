@@ -36,6 +36,8 @@ func (s *Server) routes() []route {
 		{"POST /devices/{deviceId}/rotate", s.signedIn(s.rotationSubmit)},
 		{"GET /devices/{deviceId}/retire", s.signedIn(s.retireConfirm)},
 		{"POST /devices/{deviceId}/retire", s.signedIn(s.retireSubmit)},
+		{"POST /devices/{deviceId}/update", s.signedIn(s.deviceUpdate)},
+		{"POST /devices/{deviceId}/dispute", s.signedIn(s.deviceDispute)},
 
 		{"GET /audit", s.signedIn(s.auditList)},
 		{"GET /audit/export.csv", s.signedIn(s.auditExport)},

@@ -106,7 +106,7 @@ func (s *Server) selfKey(w http.ResponseWriter, r *http.Request) error {
 		deviceID = id.String()
 	}
 	disclosure, err := s.store.Disclose(r.Context(), o, deviceID, reasonText, func(dev escrow.Device, set escrow.Settings) bool {
-		return set.SelfServiceEnabled && escrow.SameName(p.Email, dev.OwnerUPN)
+		return set.SelfServiceEnabled && ownScope(p).Allows(dev)
 	})
 	if c := escrow.ErrorCode(err); c == escrow.CodeNotFound || c == escrow.CodeForbidden {
 		// The store has recorded the denied key.read; the answer is the same for both.

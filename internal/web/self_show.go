@@ -16,12 +16,13 @@ type selfData struct {
 }
 
 // ownScope is the devices a person owns: those whose owner is their sign-in name, whatever
-// their role. Self-service is about one's own computer.
+// their role, and that no admin marked disputed. Self-service is about one's own computer; a
+// disputed device (a look-alike claiming the person as its owner) is never offered.
 func ownScope(p escrow.Principal) escrow.Scope {
 	if p.Email == "" {
 		return escrow.Scope{}
 	}
-	return escrow.Scope{OwnerUPN: p.Email}
+	return escrow.Scope{OwnerUPN: p.Email, Undisputed: true}
 }
 
 // errSelfServiceOff is the answer of every self-service page while the setting is off.

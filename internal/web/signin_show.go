@@ -27,6 +27,9 @@ var notices = map[string]string{
 	"user-disabled":            "User disabled: their sessions have ended, and their sign-ins and API tokens are refused until they are enabled.",
 	"user-enabled":             "User enabled.",
 	"device-retired":           "Device retired: its token is refused, and its recovery keys are kept for the retention period, then purged.",
+	"device-updated":           "Owner and tags saved.",
+	"device-disputed":          "Device marked disputed: self-service no longer offers it or its recovery keys.",
+	"dispute-cleared":          "Dispute cleared: the device's owner can use self-service for it again.",
 	"api-token-revoked":        "API token revoked: it is refused from the next request on.",
 	"enrollment-token-revoked": "Enrollment token revoked: no device can enroll with it any more. Devices already enrolled keep working.",
 }

@@ -51,6 +51,7 @@ type Store interface {
 	ListDevices(ctx context.Context, f escrow.DeviceFilter) ([]escrow.DeviceDetail, string, error)
 	GetDevice(ctx context.Context, p escrow.Principal, id string) (escrow.DeviceDetail, error)
 	RetireDevice(ctx context.Context, o escrow.Origin, deviceID, reason string) (escrow.DeviceDetail, error)
+	UpdateDevice(ctx context.Context, o escrow.Origin, deviceID string, ch escrow.DeviceChange) (escrow.DeviceDetail, error)
 	DeviceRotations(ctx context.Context, p escrow.Principal, deviceID string, limit int) ([]escrow.Rotation, error)
 	ListKeys(ctx context.Context, o escrow.Origin, f escrow.KeyFilter) ([]escrow.RecoveryKey, string, error)
 	Disclose(ctx context.Context, o escrow.Origin, deviceID, reason string, allowed func(escrow.Device, escrow.Settings) bool) (escrow.Disclosure, error)
