@@ -284,7 +284,7 @@ func runAgent(ctx context.Context, f *runFlags, logTo io.Writer) (err error) {
 		return err
 	}
 	a, err := agent.New(agent.Config{StateDir: f.stateDir, BitLocker: bl, Logger: log, Version: version, CAFile: f.caFile,
-		EncryptOSVolume: f.encryptOSVolume, ReportInterval: f.reportInterval, PollInterval: f.pollInterval})
+		EncryptOSVolume: f.encryptOSVolume, Edition: windowsEdition(), ReportInterval: f.reportInterval, PollInterval: f.pollInterval})
 	if err != nil {
 		return err
 	}

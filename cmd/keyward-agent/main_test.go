@@ -103,7 +103,7 @@ func TestEnrollRunStatus(t *testing.T) {
 	sim.AddVolume(bitlockersim.VolumeSpec{MountPoint: "C:", Type: bitlocker.OperatingSystem, ProtectionStatus: bitlocker.ProtectionOn,
 		EncryptionStatus: bitlocker.FullyEncrypted, Protectors: []bitlockersim.ProtectorSpec{{Type: bitlocker.TPM}, {Type: bitlocker.RecoveryPassword, Password: pw}}})
 	keyID := sim.Snapshot()[0].Protectors[1].KeyID
-	newBitLocker = func() (bitlocker.BitLocker, error) { return sim, nil }
+	newBitLocker = func() (bitlocker.BitLocker, error) { return sim.System(), nil }
 	t.Cleanup(func() { newBitLocker = systemBitLocker })
 
 	ctx, cancel := context.WithCancel(context.Background())
@@ -166,7 +166,7 @@ func TestServiceLog(t *testing.T) {
 	if err := os.WriteFile(old, bytes.Repeat([]byte("x"), maxLogSize+1), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	newBitLocker = func() (bitlocker.BitLocker, error) { return bitlockersim.New(1), nil }
+	newBitLocker = func() (bitlocker.BitLocker, error) { return bitlockersim.New(1).System(), nil }
 	t.Cleanup(func() { newBitLocker = systemBitLocker })
 	f, err := parseRun("run", []string{"--state-dir", dir}, env{getenv: func(string) string { return "" }})
 	if err != nil {

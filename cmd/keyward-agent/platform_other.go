@@ -28,6 +28,8 @@ func deviceInfo(context.Context) agent.DeviceInfo {
 	return agent.DeviceInfo{Hostname: host, OSVersion: runtime.GOOS + "/" + runtime.GOARCH}
 }
 
+func windowsEdition() string { return "" }
+
 func isWindowsService() bool { return false }
 
 func runService(func(context.Context) error) error { return errNotWindows }

@@ -7,14 +7,10 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
-	"strings"
-	"syscall"
 	"time"
 
-	"golang.org/x/sys/windows"
 	"golang.org/x/sys/windows/registry"
 	"golang.org/x/sys/windows/svc"
 	"golang.org/x/sys/windows/svc/mgr"
@@ -39,7 +35,12 @@ func defaultStateDir() string {
 	return filepath.Join(pd, "Keyward")
 }
 
-func systemBitLocker() (bitlocker.BitLocker, error) { return &bitlocker.Windows{}, nil }
+// wmi is the process's one connection to WMI (one COM thread).
+var wmi = bitlocker.NewWindowsWMI()
+
+func systemBitLocker() (bitlocker.BitLocker, error) {
+	return &bitlocker.System{WMI: wmi, Events: bitlocker.WindowsEventLog{}, Policy: bitlocker.WindowsEncryptionPolicy}, nil
+}
 
 // deviceInfo describes the device for enrollment: host name, Windows version with its update
 // revision (10.0.26100.2033, from the registry), and the firmware's serial number.
@@ -56,18 +57,34 @@ func deviceInfo(ctx context.Context) agent.DeviceInfo {
 			if err4 == nil {
 				info.OSVersion += "." + strconv.FormatUint(ubr, 10)
 			}
+			// The edition tells the server why a Home device never gets BitLocker turned on.
+			if ed := windowsEdition(); ed != "" {
+				info.OSVersion += " " + ed
+			}
 		}
 		k.Close()
 	}
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	ps := filepath.Join(os.Getenv("SystemRoot"), "System32", "WindowsPowerShell", "v1.0", "powershell.exe")
-	cmd := exec.CommandContext(ctx, ps, "-NoLogo", "-NoProfile", "-NonInteractive", "-Command", "(Get-CimInstance -ClassName Win32_BIOS).SerialNumber")
-	cmd.SysProcAttr = &syscall.SysProcAttr{HideWindow: true, CreationFlags: windows.CREATE_NO_WINDOW}
-	if out, err := cmd.Output(); err == nil {
-		info.SerialNumber = strings.TrimSpace(string(out))
+	if serial, err := wmi.BIOSSerialNumber(ctx); err == nil {
+		info.SerialNumber = serial
 	}
 	return info
+}
+
+// windowsEdition is the EditionID of Windows: Professional, Enterprise, Education, Core (Home),
+// ServerStandard, ...; empty when it cannot be read.
+func windowsEdition() string {
+	k, err := registry.OpenKey(registry.LOCAL_MACHINE, `SOFTWARE\Microsoft\Windows NT\CurrentVersion`, registry.QUERY_VALUE)
+	if err != nil {
+		return ""
+	}
+	defer k.Close()
+	ed, _, err := k.GetStringValue("EditionID")
+	if err != nil {
+		return ""
+	}
+	return ed
 }
 
 func isWindowsService() bool {

@@ -43,7 +43,7 @@ type rig struct {
 	deviceID string
 	crashes  int
 	// Where a fault case armed its fault and where the agent first settled after it: counts of
-	// simulator operations and of requests.
+	// simulator operations that change a volume and of requests.
 	armedOps, armedRequests, settledOps, settledRequests int
 }
 
@@ -66,7 +66,7 @@ func newRig(t testing.TB, srv *agenttest.Server, seed uint64) *rig {
 	}
 	r.deviceID = id
 	r.cfg = agent.Config{
-		StateDir: r.dir, BitLocker: r.sim, Version: "test", Transport: r.crash,
+		StateDir: r.dir, BitLocker: r.sim.System(), Version: "test", Transport: r.crash,
 		Logger: slog.New(slog.NewTextHandler(r.logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
 		Now:    r.clock.Now,
 		Sleep:  func(ctx context.Context, d time.Duration) error { r.clock.Advance(d); return ctx.Err() },
@@ -256,4 +256,16 @@ func others(v bitlockersim.VolumeSpec, t bitlocker.ProtectorType) []string {
 		}
 	}
 	return out
+}
+
+// changeOps counts the simulator's operations so far that change a volume: those a fault with
+// no Method counts.
+func (r *rig) changeOps() int {
+	n := 0
+	for _, op := range r.sim.Log() {
+		if op.Method.Changes() {
+			n++
+		}
+	}
+	return n
 }

@@ -55,6 +55,9 @@ type Request struct {
 	Path    string
 	Status  int // 0 when dropped before an answer
 	Failure Failure
+	// Body is the request's body for reports (POST /api/agent/report), which hold no key
+	// material; nil for other requests.
+	Body []byte
 }
 
 func (r Request) String() string {
@@ -144,6 +147,9 @@ func (p *Proxy) serve(w http.ResponseWriter, r *http.Request) {
 	body, _ := io.ReadAll(r.Body)
 	r.Body = io.NopCloser(bytes.NewReader(body))
 	req := Request{N: n, Method: r.Method, Path: r.URL.Path, Failure: f}
+	if r.Method == http.MethodPost && r.URL.Path == "/api/agent/report" {
+		req.Body = body
+	}
 	defer func() {
 		p.mu.Lock()
 		p.requests = append(p.requests, req)
