@@ -68,14 +68,25 @@ func (a *Agent) encryptOSVolume(ctx context.Context, vols []bitlocker.Volume) er
 // protector (protection still off) is the state after the first step.
 func (a *Agent) activateDeviceEncryption(ctx context.Context, vols []bitlocker.Volume) error {
 	v, ok := osVolume(vols)
+	if a.st.Activating != "" && (!ok || v.ID != a.st.Activating || v.ProtectionStatus == bitlocker.ProtectionOn) {
+		a.st.Activating = "" // done, or the volume is gone
+		if err := a.save(); err != nil {
+			return err
+		}
+	}
 	if !ok || a.activationHeld {
 		return nil
 	}
-	pending := v.WaitingForActivation() ||
-		v.ProtectionStatus == bitlocker.ProtectionOff && v.EncryptionStatus == bitlocker.FullyEncrypted &&
-			len(v.OfType(bitlocker.RecoveryPassword)) > 0 && !hasTPM(v)
-	if !pending {
+	resuming := a.st.Activating == v.ID && v.ProtectionStatus == bitlocker.ProtectionOff
+	if !v.WaitingForActivation() && !resuming {
 		return nil
+	}
+	if !resuming {
+		a.st.Activating = v.ID
+		if err := a.save(); err != nil {
+			return err
+		}
+		a.log.Info("Device Encryption is waiting for activation: adding and escrowing a recovery password, then the TPM protector", "volumeId", v.ID)
 	}
 	escrowed, err := a.escrowFirst(ctx, v, "to activate Device Encryption")
 	if err != nil || !escrowed {
@@ -119,16 +130,6 @@ func (a *Agent) confirmEscrow(ctx context.Context, v bitlocker.Volume) error {
 		return nil
 	}
 	return nil
-}
-
-func hasTPM(v bitlocker.Volume) bool {
-	return slices.ContainsFunc(v.Protectors, func(p bitlocker.Protector) bool {
-		switch p.Type {
-		case bitlocker.TPM, bitlocker.TPMPin, bitlocker.TPMStartupKey, bitlocker.TPMPinStartupKey:
-			return true
-		}
-		return false
-	})
 }
 
 // errNoTPM says the TPM cannot protect the volume.

@@ -56,6 +56,8 @@ func newRig(t testing.TB, srv *agenttest.Server, seed uint64) *rig {
 		sim:   bitlockersim.New(seed), dir: t.TempDir(), logs: &testkit.Buffer{},
 		clock: testkit.NewClock(time.Date(2026, 11, 2, 9, 0, 0, 0, time.UTC)),
 	}
+	// Reports reach the server as one that knows lockStatus (SPEC §7) takes them.
+	r.proxy.LockAware(true)
 	id, err := agent.Enroll(context.Background(), agent.EnrollOptions{
 		StateDir: r.dir, ServerURL: r.proxy.URL, Token: srv.EnrollToken, OwnerUPN: "alice@example.com",
 		Info:      agent.DeviceInfo{Hostname: fmt.Sprintf("LT-%04d", seed), SerialNumber: "SN-TEST", OSVersion: "10.0.26100"},

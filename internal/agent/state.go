@@ -37,6 +37,11 @@ type State struct {
 	// Rotation is the rotation under way, recorded before each step so that a crash at any
 	// point resumes where it stopped.
 	Rotation *RotationStep `json:"rotation,omitempty"`
+	// Activating is the volume whose Device Encryption the agent is activating, recorded before
+	// the first change, so that after a crash it goes on with a volume that no longer looks
+	// like one waiting for activation (it has a recovery password, maybe the TPM protector)
+	// and never mistakes a volume someone suspended for one.
+	Activating string `json:"activating,omitempty"`
 	// Done are the last commands carried out, so that a command the server lists again (its
 	// answer to the result was lost) is answered again rather than carried out twice.
 	Done []DoneCommand `json:"done,omitempty"`

@@ -363,14 +363,17 @@ func (s *Sim) Passwords() []string {
 	return slices.Clone(s.ever)
 }
 
-// CheckEscrowed checks the invariant the agent must keep (SPEC §4): every volume whose data
-// needs a key (protection on, or any state but fully decrypted with protectors) has at least
-// one recovery-password protector whose password the server holds, as held tells. A volume
-// waiting for activation has no protector to hold yet: it is checked once protection is on.
+// CheckEscrowed checks the invariant the agent must keep (SPEC §4): every encrypted volume
+// has at least one recovery-password protector whose password the server holds, as held
+// tells. A volume with protection off and no protector but recovery passwords is left out:
+// that is Device Encryption waiting for activation, whose key is in the clear on the disk
+// until a TPM protector is added and protection comes on, which the agent does only after the
+// escrow.
 func (s *Sim) CheckEscrowed(held func(keyID, password string) bool) error {
 	for _, v := range s.Snapshot() {
 		vol := bitlocker.Volume{ProtectionStatus: v.ProtectionStatus, EncryptionStatus: v.EncryptionStatus, Locked: v.Locked}
-		if !vol.Encrypted() || v.ProtectionStatus == bitlocker.ProtectionOff && len(v.Protectors) == 0 {
+		clearKey := v.ProtectionStatus == bitlocker.ProtectionOff && !slices.ContainsFunc(v.Protectors, func(p ProtectorSpec) bool { return p.Type != bitlocker.RecoveryPassword })
+		if !vol.Encrypted() || clearKey {
 			continue
 		}
 		ok := false
