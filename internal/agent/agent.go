@@ -336,6 +336,10 @@ func (a *Agent) volumes(ctx context.Context) ([]bitlocker.Volume, error) {
 	}
 	present := map[string]bool{}
 	for _, v := range vols {
+		if v.ProtectorsUnreadable {
+			// A locked volume that hides its protectors may hold any of them: forget nothing.
+			return vols, nil
+		}
 		for _, p := range v.Protectors {
 			present[p.KeyID] = true
 		}

@@ -233,6 +233,18 @@ func TestLockedDataDrive(t *testing.T) {
 					t.Fatalf("status shows D: as %+v", v)
 				}
 			}
+			// What the agent acknowledged for the drive is kept while it hides its protectors, and
+			// nothing is escrowed again once it is unlocked.
+			if !slices.Contains(st.Acknowledged, dKey) {
+				t.Fatalf("the locked drive's acknowledgement was forgotten: %v", st.Acknowledged)
+			}
+			puts := countRequests(r.proxy, "PUT", "/api/agent/keys/"+dKey)
+			r.sim.SetLocked("D:", false)
+			r.clock.Advance(3 * time.Hour)
+			r.settle()
+			if n := countRequests(r.proxy, "PUT", "/api/agent/keys/"+dKey); n != puts {
+				t.Fatalf("the unlocked drive's key was escrowed again (%d PUTs, were %d)", n, puts)
+			}
 			if !aware && !strings.Contains(r.logs.String(), "does not know lockStatus") {
 				t.Fatal("the fallback for a server before lockStatus is not logged")
 			}
