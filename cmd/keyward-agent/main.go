@@ -292,6 +292,11 @@ func run(ctx context.Context, args []string, e env) error {
 func runAgent(ctx context.Context, f *runFlags, logTo io.Writer) (err error) {
 	service := logTo == nil
 	if service {
+		// The directory is made (or checked) with its owner and access list before the log
+		// file goes into it.
+		if err := agent.PrepareStateDir(f.stateDir); err != nil {
+			return err
+		}
 		lf, err := openLogFile(f.stateDir)
 		if err != nil {
 			return err

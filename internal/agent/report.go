@@ -98,8 +98,9 @@ func (a *Agent) buildReport(ctx context.Context, vols []bitlocker.Volume) wire.R
 // or key that Windows recorded after the event log bookmarks of the last accepted report. The
 // server rotates the key: it was typed in at a recovery screen, maybe read out over the phone.
 // The bookmarks are positions in the logs, so an unlock written while the clock was wrong (a
-// CMOS reset, a new board) is found all the same; only the very first read, with no bookmark
-// yet, drops what is older than the enrollment.
+// CMOS reset, a new board) is found all the same; only a log's very first read drops what is
+// older than the enrollment. A log read with nothing in it yet keeps an empty bookmark, which
+// says it was read: from then on everything in it is new, whatever its time.
 func (a *Agent) collectRecoveryUnlocks(ctx context.Context, vols []bitlocker.Volume) {
 	from := a.st.EventBookmarks
 	if a.bookmarks != nil {
@@ -114,8 +115,8 @@ func (a *Agent) collectRecoveryUnlocks(ctx context.Context, vols []bitlocker.Vol
 		return
 	}
 	for _, u := range unlocks {
-		if from[u.Log] == "" && !u.Time.After(a.firstReadSince()) {
-			continue
+		if _, read := from[u.Log]; !read && !u.Time.After(a.firstReadSince()) {
+			continue // the log's first read ever: what it held before the enrollment is old
 		}
 		v, keyID := matchUnlock(vols, u)
 		if v.ID == "" {

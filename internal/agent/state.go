@@ -221,6 +221,10 @@ type dirOps interface {
 // theirs and receive every recovery password.
 func prepareStateDir(dir string) error { return prepareStateDirWith(osDirOps{}, dir) }
 
+// PrepareStateDir creates or checks the state directory as the agent does before using it; the
+// service calls it before it opens its log file there.
+func PrepareStateDir(dir string) error { return prepareStateDir(dir) }
+
 func prepareStateDirWith(ops dirOps, dir string) error {
 	if dir == "" {
 		return errors.New("no state directory given")

@@ -225,7 +225,9 @@ type BitLocker interface {
 	// TPMReady reports whether the TPM can protect the operating-system volume.
 	TPMReady(ctx context.Context) (bool, error)
 	// RecoveryUnlocks returns the unlocks with a recovery password or key recorded after the
-	// bookmarks (one per log; empty for the start of the log), and the bookmarks after them.
+	// bookmarks (one per log; empty for the start of the log), and the bookmarks after them:
+	// every log read has an entry, empty while it holds no such event yet; a log that could
+	// not be read keeps the entry it had (none if it never was read).
 	RecoveryUnlocks(ctx context.Context, bookmarks map[string]string) ([]RecoveryUnlock, map[string]string, error)
 }
 

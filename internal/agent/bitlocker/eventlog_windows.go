@@ -159,7 +159,9 @@ func (WindowsEventLog) Events(ctx context.Context, log, provider string, ids []i
 	if err := ctx.Err(); err != nil {
 		return nil, bookmark, err
 	}
-	if !moved && bookmark != "" {
+	if !moved {
+		// Nothing read: the bookmark stays (an empty one is the start of the log again, never
+		// a rendered empty bookmark, which EvtSeek could not use).
 		return out, bookmark, nil
 	}
 	b, err := render(bm, evtRenderBookmark)

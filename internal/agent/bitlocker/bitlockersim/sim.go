@@ -848,7 +848,8 @@ func (s *Sim) TPMReady(ctx context.Context) (bool, error) {
 }
 
 // Events implements bitlocker.EventLog. Its bookmarks have the form of Windows' and hold the
-// record number of the last event read.
+// record number of the last event read; as on Windows, reading nothing leaves the bookmark as
+// it was.
 func (s *Sim) Events(ctx context.Context, log, provider string, ids []int, bookmark string) ([]bitlocker.LogEvent, string, error) {
 	var out []bitlocker.LogEvent
 	next := bookmark
@@ -875,7 +876,7 @@ func (s *Sim) Events(ctx context.Context, log, provider string, ids []int, bookm
 				out = append(out, ev)
 			}
 		}
-		if last != after || bookmark == "" {
+		if last != after {
 			next = fmt.Sprintf("<BookmarkList><Bookmark Channel='%s' RecordId='%d' IsCurrent='true'/></BookmarkList>", log, last)
 		}
 		return "", ctx.Err()

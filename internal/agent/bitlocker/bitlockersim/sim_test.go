@@ -247,7 +247,7 @@ func TestRecoveryUnlocksByBookmark(t *testing.T) {
 	s.AddRecoveryUnlock(bitlocker.RecoveryUnlock{Time: time.Date(2026, 11, 2, 9, 0, 0, 0, time.UTC), EventID: 24652, GUIDs: []string{id}})
 	u, bm, err := sys.RecoveryUnlocks(ctx, nil)
 	if err != nil || len(u) != 1 || u[0].EventID != 24652 || !slices.Equal(u[0].GUIDs, []string{"00000000-0000-0000-0000-000000000000", id}) ||
-		bm[bitlocker.LogSystem] == "" || bm[bitlocker.LogManagement] == "" {
+		bm[bitlocker.LogSystem] == "" || bm[bitlocker.LogManagement] != "" {
 		t.Fatalf("first read: %+v, %v, %v", u, bm, err)
 	}
 	if again, bm2, err := sys.RecoveryUnlocks(ctx, bm); err != nil || len(again) != 0 || bm2[bitlocker.LogSystem] != bm[bitlocker.LogSystem] {
