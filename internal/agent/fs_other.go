@@ -3,6 +3,8 @@
 package agent
 
 import (
+	"net/http"
+	"net/url"
 	"os"
 )
 
@@ -20,3 +22,5 @@ func unprotectSecret(s string) (string, error) { return s, nil }
 // lockDir does not lock on platforms without file locks; the agent only runs on Windows, and
 // its tests on Unix.
 func lockDir(dir string) (*os.File, error) { return nil, nil }
+
+func systemProxy() func(*http.Request) (*url.URL, error) { return http.ProxyFromEnvironment }

@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -82,3 +84,6 @@ func lockDir(dir string) (*os.File, error) {
 	}
 	return f, nil
 }
+
+// systemProxy is the proxy from the environment (HTTPS_PROXY, NO_PROXY).
+func systemProxy() func(*http.Request) (*url.URL, error) { return http.ProxyFromEnvironment }
