@@ -64,8 +64,10 @@ func (a *Agent) encryptOSVolume(ctx context.Context, vols []bitlocker.Volume) er
 // protector and turns protection on. Before that the disk's data is readable by anyone who holds
 // it; after it, the escrowed recovery password is the only way in without the TPM.
 //
-// The steps are resumed from what the volume shows: a recovery password without the TPM
-// protector (protection still off) is the state after the first step.
+// The volume is recorded in the state (Activating) before the first change, and the steps are
+// resumed from there after a crash: the volume then has a recovery password, maybe the TPM
+// protector, and no longer looks like one waiting for activation. The record goes once
+// protection is on.
 func (a *Agent) activateDeviceEncryption(ctx context.Context, vols []bitlocker.Volume) error {
 	v, ok := osVolume(vols)
 	if a.st.Activating != "" && (!ok || v.ID != a.st.Activating || v.ProtectionStatus == bitlocker.ProtectionOn) {
