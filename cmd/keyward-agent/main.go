@@ -17,6 +17,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -36,17 +37,19 @@ func main() {
 const usage = `keyward-agent: escrows this device's BitLocker recovery passwords with a Keyward server
 
 Usage:
-  keyward-agent enroll --server URL --token T [--owner UPN] [--ca-file F] [--force]
-  keyward-agent run [--encrypt-os-volume] [--ca-file F] [--report-interval 90m] [--poll-interval 5m]
-  keyward-agent install [the flags of run]    install and start the Windows service
-  keyward-agent uninstall                     stop and remove the Windows service
+  keyward-agent enroll --server URL (--token-file F | --token T) [--owner UPN] [--ca-file F] [--force]
+  keyward-agent run [--activate-device-encryption=true] [--encrypt-os-volume] [--ca-file F]
+                    [--report-interval 90m] [--poll-interval 5m]
+  keyward-agent install [the flags of run]    copy the agent to Program Files, install and start the service
+  keyward-agent uninstall [--purge]           stop and remove the service (--purge: and the state directory)
   keyward-agent status                        what the agent knows (no secrets)
   keyward-agent version
 
 Every command takes --state-dir (default %s) and --log-level (debug, info, warn,
 error). Every flag can also be given as an environment variable: --server as
-KEYWARD_AGENT_SERVER, --state-dir as KEYWARD_AGENT_STATE_DIR, and so on; the enrollment token
-is better given as KEYWARD_AGENT_TOKEN than on the command line, where other processes see it.
+KEYWARD_AGENT_SERVER, --state-dir as KEYWARD_AGENT_STATE_DIR, and so on. Give the enrollment
+token in a file (--token-file) or as KEYWARD_AGENT_TOKEN rather than on the command line, where
+other processes and deployment tools' logs see it.
 `
 
 // Exit codes.
@@ -165,18 +168,29 @@ func (c *common) logger(w io.Writer) (*slog.Logger, error) {
 func enroll(ctx context.Context, args []string, e env) error {
 	fs, c := newFlags("enroll")
 	server := fs.String("server", "", "the Keyward server, https://…")
-	token := fs.String("token", "", "an enrollment token (kwe_…)")
+	token := fs.String("token", "", "an enrollment token (kwe_…); prefer --token-file")
+	tokenFile := fs.String("token-file", "", "a file holding the enrollment token")
 	owner := fs.String("owner", "", "the user the device belongs to, as user@example.com")
 	caFile := fs.String("ca-file", "", "PEM certificates of a private CA that signed the server's certificate")
 	force := fs.Bool("force", false, "enroll again, replacing this device's enrollment")
 	if err := parse(fs, args, e.getenv); err != nil {
 		return err
 	}
+	if *tokenFile != "" {
+		if *token != "" {
+			return usageError{"enroll: give --token or --token-file, not both"}
+		}
+		t, err := readTokenFile(*tokenFile)
+		if err != nil {
+			return err
+		}
+		*token = t
+	}
 	if *server == "" || *token == "" {
-		return usageError{"enroll: --server and --token are required"}
+		return usageError{"enroll: --server and --token (or --token-file) are required"}
 	}
 	if *caFile != "" {
-		abs, err := filepath.Abs(*caFile) // the service runs in another directory
+		abs, err := filepath.Abs(*caFile)
 		if err != nil {
 			return err
 		}
@@ -191,10 +205,26 @@ func enroll(ctx context.Context, args []string, e env) error {
 	return nil
 }
 
+// readTokenFile reads an enrollment token from a file: its first line, trimmed (a BOM and a
+// final newline left by an editor or by PowerShell's Out-File are not part of it).
+func readTokenFile(name string) (string, error) {
+	b, err := os.ReadFile(name)
+	if err != nil {
+		return "", fmt.Errorf("reading the enrollment token file: %w", err)
+	}
+	defer clear(b)
+	line, _, _ := strings.Cut(strings.TrimPrefix(string(b), "\uFEFF"), "\n")
+	if t := strings.TrimSpace(line); t != "" {
+		return t, nil
+	}
+	return "", fmt.Errorf("the enrollment token file %s is empty", name)
+}
+
 // runFlags are the flags of run, which install records for the service.
 type runFlags struct {
 	common
 	caFile          string
+	activateDE      bool
 	encryptOSVolume bool
 	reportInterval  time.Duration
 	pollInterval    time.Duration
@@ -204,6 +234,7 @@ func parseRun(name string, args []string, e env) (*runFlags, error) {
 	fs, c := newFlags(name)
 	f := &runFlags{}
 	fs.StringVar(&f.caFile, "ca-file", "", "PEM certificates of a private CA (default: the one given at enrollment)")
+	fs.BoolVar(&f.activateDE, "activate-device-encryption", true, "finish Device Encryption waiting for activation: escrow a recovery password, then add the TPM protector and turn protection on")
 	fs.BoolVar(&f.encryptOSVolume, "encrypt-os-volume", false, "turn BitLocker on for the system drive, once its recovery password is escrowed")
 	fs.DurationVar(&f.reportInterval, "report-interval", agent.DefaultReportInterval, "time between periodic reports (spread by ±10%)")
 	fs.DurationVar(&f.pollInterval, "poll-interval", agent.DefaultPollInterval, "how often to look for changes and commands")
@@ -235,6 +266,7 @@ func (f *runFlags) serviceArgs() ([]string, error) {
 	if f.caFile != "" {
 		args = append(args, "--ca-file", f.caFile)
 	}
+	args = append(args, "--activate-device-encryption="+strconv.FormatBool(f.activateDE))
 	if f.encryptOSVolume {
 		args = append(args, "--encrypt-os-volume")
 	}
@@ -260,6 +292,11 @@ func run(ctx context.Context, args []string, e env) error {
 func runAgent(ctx context.Context, f *runFlags, logTo io.Writer) (err error) {
 	service := logTo == nil
 	if service {
+		// The directory is made (or checked) with its owner and access list before the log
+		// file goes into it.
+		if err := agent.PrepareStateDir(f.stateDir); err != nil {
+			return err
+		}
 		lf, err := openLogFile(f.stateDir)
 		if err != nil {
 			return err
@@ -271,6 +308,7 @@ func runAgent(ctx context.Context, f *runFlags, logTo io.Writer) (err error) {
 	if err != nil {
 		return err
 	}
+	log = withEventLog(log)
 	if service {
 		// A service has no console for the error Run prints: it goes to the log.
 		defer func() {
@@ -283,8 +321,11 @@ func runAgent(ctx context.Context, f *runFlags, logTo io.Writer) (err error) {
 	if err != nil {
 		return err
 	}
+	if err := enrollPending(ctx, f.stateDir, log); err != nil {
+		return err
+	}
 	a, err := agent.New(agent.Config{StateDir: f.stateDir, BitLocker: bl, Logger: log, Version: version, CAFile: f.caFile,
-		EncryptOSVolume: f.encryptOSVolume, ReportInterval: f.reportInterval, PollInterval: f.pollInterval})
+		ActivateDeviceEncryption: f.activateDE, EncryptOSVolume: f.encryptOSVolume, Edition: windowsEdition(), ReportInterval: f.reportInterval, PollInterval: f.pollInterval})
 	if err != nil {
 		return err
 	}
@@ -326,15 +367,17 @@ func install(args []string, e env) error {
 	if err != nil {
 		return err
 	}
-	if err := installService(svcArgs); err != nil {
+	exe, err := installService(svcArgs)
+	if err != nil {
 		return err
 	}
-	fmt.Fprintln(e.stdout, "the keyward-agent service is installed and started; it logs to", filepath.Join(svcArgs[2], "agent.log"))
+	fmt.Fprintln(e.stdout, "the keyward-agent service is installed from", exe, "and started; it logs to", filepath.Join(svcArgs[2], "agent.log"), "and warnings also to the Application event log (source Keyward)")
 	return nil
 }
 
 func uninstall(args []string, e env) error {
-	fs, _ := newFlags("uninstall")
+	fs, c := newFlags("uninstall")
+	purge := fs.Bool("purge", false, "also delete the state directory: the device token, the CA file and the logs")
 	if err := parse(fs, args, e.getenv); err != nil {
 		return err
 	}
@@ -344,7 +387,28 @@ func uninstall(args []string, e env) error {
 	if err := uninstallService(); err != nil {
 		return err
 	}
-	fmt.Fprintln(e.stdout, "the keyward-agent service is removed; the state directory is kept")
+	if !*purge {
+		fmt.Fprintln(e.stdout, "the keyward-agent service is removed; the state directory is kept (uninstall --purge deletes it)")
+		return nil
+	}
+	if err := purgeStateDir(c.stateDir); err != nil {
+		return err
+	}
+	fmt.Fprintln(e.stdout, "the keyward-agent service and its state directory are removed; the server keeps the device and its keys")
+	return nil
+}
+
+// purgeStateDir deletes the state directory. It refuses a directory that holds no agent state:
+// a mistyped --state-dir must not delete something else.
+func purgeStateDir(dir string) error {
+	if _, err := os.Stat(filepath.Join(dir, "state.json")); err != nil {
+		if _, lerr := os.Stat(filepath.Join(dir, "agent.lock")); lerr != nil {
+			return fmt.Errorf("uninstall --purge: %s holds no agent state; not deleting it", dir)
+		}
+	}
+	if err := os.RemoveAll(dir); err != nil {
+		return fmt.Errorf("uninstall --purge: %w", err)
+	}
 	return nil
 }
 
@@ -358,6 +422,61 @@ func status(args []string, e env) error {
 		return err
 	}
 	return st.Write(e.stdout)
+}
+
+// pendingEnrollment is what an installer left for the service's first start: the MSI's
+// SERVER_URL, ENROLL_TOKEN_FILE or ENROLL_TOKEN, and OWNER. A token in a file is read from it; a
+// token given directly is deleted once the device is enrolled.
+type pendingEnrollment struct {
+	Server, Token, TokenFile, Owner, CAFile string
+}
+
+// pendingEnrollments and clearToken are the platform's (the registry on Windows); tests replace
+// them.
+var (
+	pendingEnrollments = readPendingEnrollment
+	clearToken         = clearPendingToken
+)
+
+// enrollPending enrolls the device with what the installer left, if it is not enrolled yet.
+// An enrollment the server refuses stops the service with the reason in the log and the event
+// log; the service manager starts it again later.
+func enrollPending(ctx context.Context, stateDir string, log *slog.Logger) error {
+	p, ok := pendingEnrollments()
+	if !ok {
+		return nil
+	}
+	if _, err := agent.ReadStatus(stateDir); !errors.Is(err, agent.ErrNotEnrolled) {
+		if err == nil && p.Token != "" {
+			if err := clearToken(); err != nil {
+				log.Warn("deleting the installer's enrollment token failed", "error", err.Error())
+			}
+		}
+		return nil // enrolled (or a state directory to look at by hand)
+	}
+	token := p.Token
+	if p.TokenFile != "" {
+		t, err := readTokenFile(p.TokenFile)
+		if err != nil {
+			return err
+		}
+		token = t
+	}
+	if token == "" {
+		return errors.New("the installer left a server but no enrollment token (ENROLL_TOKEN_FILE or ENROLL_TOKEN)")
+	}
+	id, err := agent.Enroll(ctx, agent.EnrollOptions{StateDir: stateDir, ServerURL: p.Server, Token: token, OwnerUPN: p.Owner,
+		CAFile: p.CAFile, Info: deviceInfo(ctx), Version: version})
+	if err != nil {
+		return fmt.Errorf("enrolling with the installer's settings: %w", err)
+	}
+	log.Info("enrolled with the installer's settings", "deviceId", id, "server", p.Server)
+	if p.Token != "" {
+		if err := clearToken(); err != nil {
+			log.Warn("deleting the installer's enrollment token failed", "error", err.Error())
+		}
+	}
+	return nil
 }
 
 // errNotWindows is what the Windows-only commands say elsewhere.

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -12,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/keyward/keyward/internal/agent"
 	"github.com/keyward/keyward/internal/agent/agenttest"
 	"github.com/keyward/keyward/internal/agent/bitlocker"
 	"github.com/keyward/keyward/internal/agent/bitlocker/bitlockersim"
@@ -39,7 +41,9 @@ func TestUsage(t *testing.T) {
 		{[]string{"help"}, exitOK, "keyward-agent enroll --server URL"},
 		{[]string{"version"}, exitOK, "keyward-agent dev"},
 		{[]string{"frobnicate"}, exitUsage, `unknown command "frobnicate"`},
-		{[]string{"enroll"}, exitUsage, "--server and --token are required"},
+		{[]string{"enroll"}, exitUsage, "--server and --token (or --token-file) are required"},
+		{[]string{"enroll", "--server", "https://k.example.com", "--token", "t", "--token-file", "f"}, exitUsage, "not both"},
+		{[]string{"enroll", "--server", "https://k.example.com", "--token-file", filepath.Join(os.TempDir(), "keyward-no-such-token")}, exitError, "reading the enrollment token file"},
 		{[]string{"enroll", "--server", "https://k.example.com", "--token", "t", "extra"}, exitUsage, `unexpected argument "extra"`},
 		{[]string{"run", "--poll-interval", "1s"}, exitUsage, "--poll-interval at least 10s"},
 		{[]string{"run", "--log-level", "loud", "--state-dir", "x"}, exitUsage, ""},
@@ -67,7 +71,8 @@ func TestServiceArgs(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := []string{"run", "--state-dir", dir, "--log-level", "debug", "--report-interval", "2h0m0s", "--poll-interval", "5m0s", "--encrypt-os-volume"}
+	want := []string{"run", "--state-dir", dir, "--log-level", "debug", "--report-interval", "2h0m0s", "--poll-interval", "5m0s",
+		"--activate-device-encryption=true", "--encrypt-os-volume"}
 	if !slices.Equal(got, want) {
 		t.Fatalf("service arguments %q, want %q", got, want)
 	}
@@ -103,7 +108,7 @@ func TestEnrollRunStatus(t *testing.T) {
 	sim.AddVolume(bitlockersim.VolumeSpec{MountPoint: "C:", Type: bitlocker.OperatingSystem, ProtectionStatus: bitlocker.ProtectionOn,
 		EncryptionStatus: bitlocker.FullyEncrypted, Protectors: []bitlockersim.ProtectorSpec{{Type: bitlocker.TPM}, {Type: bitlocker.RecoveryPassword, Password: pw}}})
 	keyID := sim.Snapshot()[0].Protectors[1].KeyID
-	newBitLocker = func() (bitlocker.BitLocker, error) { return sim, nil }
+	newBitLocker = func() (bitlocker.BitLocker, error) { return sim.System(), nil }
 	t.Cleanup(func() { newBitLocker = systemBitLocker })
 
 	ctx, cancel := context.WithCancel(context.Background())
@@ -166,7 +171,7 @@ func TestServiceLog(t *testing.T) {
 	if err := os.WriteFile(old, bytes.Repeat([]byte("x"), maxLogSize+1), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	newBitLocker = func() (bitlocker.BitLocker, error) { return bitlockersim.New(1), nil }
+	newBitLocker = func() (bitlocker.BitLocker, error) { return bitlockersim.New(1).System(), nil }
 	t.Cleanup(func() { newBitLocker = systemBitLocker })
 	f, err := parseRun("run", []string{"--state-dir", dir}, env{getenv: func(string) string { return "" }})
 	if err != nil {
@@ -184,5 +189,104 @@ func TestServiceLog(t *testing.T) {
 	}
 	if !strings.Contains(string(b), "the agent stopped") || !strings.Contains(string(b), "not enrolled") {
 		t.Fatalf("agent.log: %s", b)
+	}
+}
+
+// The enrollment token can come from a file, so deployment tools never put it on a command
+// line; a byte-order mark and the final newline an editor leaves are not part of it.
+func TestEnrollTokenFile(t *testing.T) {
+	srv := agenttest.StartServer(t)
+	dir := t.TempDir()
+	tokenFile := filepath.Join(t.TempDir(), "token.txt")
+	if err := os.WriteFile(tokenFile, []byte("\uFEFF"+srv.EnrollToken+"\r\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	code, stdout, stderr := runCmd(t, context.Background(), map[string]string{"KEYWARD_AGENT_STATE_DIR": dir}, "enroll", "--server", srv.URL, "--token-file", tokenFile)
+	if code != exitOK || strings.TrimSpace(stdout) == "" {
+		t.Fatalf("enroll --token-file: exit %d: %s", code, stderr)
+	}
+	empty := filepath.Join(t.TempDir(), "empty.txt")
+	if err := os.WriteFile(empty, []byte("\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if code, _, stderr := runCmd(t, context.Background(), map[string]string{"KEYWARD_AGENT_STATE_DIR": t.TempDir()}, "enroll", "--server", srv.URL, "--token-file", empty); code != exitError || !strings.Contains(stderr, "is empty") {
+		t.Fatalf("an empty token file: exit %d: %s", code, stderr)
+	}
+}
+
+// The MSI leaves the server and the token for the service's first start: run enrolls with them,
+// deletes a token given directly, and leaves an enrolled device as it is.
+func TestEnrollPending(t *testing.T) {
+	srv := agenttest.StartServer(t)
+	tokenFile := filepath.Join(t.TempDir(), "token")
+	if err := os.WriteFile(tokenFile, []byte(srv.EnrollToken), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, tt := range []struct {
+		name    string
+		pending pendingEnrollment
+		cleared bool
+	}{
+		{"token file", pendingEnrollment{Server: srv.URL, TokenFile: tokenFile, Owner: "bob@example.com"}, false},
+		{"token", pendingEnrollment{Server: srv.URL, Token: srv.EnrollToken}, true},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			dir := t.TempDir()
+			cleared := 0
+			pendingEnrollments = func() (pendingEnrollment, bool) { return tt.pending, true }
+			clearToken = func() error { cleared++; return nil }
+			t.Cleanup(func() { pendingEnrollments, clearToken = readPendingEnrollment, clearPendingToken })
+			log := slog.New(slog.DiscardHandler)
+			if err := enrollPending(context.Background(), dir, log); err != nil {
+				t.Fatal(err)
+			}
+			st, err := agent.ReadStatus(dir)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if tt.cleared != (cleared == 1) {
+				t.Fatalf("the token was cleared %d times", cleared)
+			}
+			// Once enrolled, nothing happens again (the token is cleared if it is still there).
+			if err := enrollPending(context.Background(), dir, log); err != nil {
+				t.Fatal(err)
+			}
+			again, err := agent.ReadStatus(dir)
+			if err != nil || again.DeviceID != st.DeviceID {
+				t.Fatalf("enrolled again: %v", err)
+			}
+		})
+	}
+	pendingEnrollments = func() (pendingEnrollment, bool) { return pendingEnrollment{Server: srv.URL}, true }
+	t.Cleanup(func() { pendingEnrollments = readPendingEnrollment })
+	if err := enrollPending(context.Background(), t.TempDir(), slog.New(slog.DiscardHandler)); err == nil || !strings.Contains(err.Error(), "no enrollment token") {
+		t.Fatalf("a server without a token: %v", err)
+	}
+}
+
+// uninstall --purge deletes only a directory that holds the agent's state.
+func TestPurgeStateDir(t *testing.T) {
+	other := t.TempDir()
+	if err := os.WriteFile(filepath.Join(other, "notes.txt"), []byte("mine"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := purgeStateDir(other); err == nil {
+		t.Fatal("a directory without agent state was purged")
+	}
+	if _, err := os.Stat(filepath.Join(other, "notes.txt")); err != nil {
+		t.Fatal(err)
+	}
+	dir := filepath.Join(t.TempDir(), "Keyward")
+	if err := os.Mkdir(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "state.json"), []byte("{}"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := purgeStateDir(dir); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(dir); !os.IsNotExist(err) {
+		t.Fatalf("the state directory is still there: %v", err)
 	}
 }

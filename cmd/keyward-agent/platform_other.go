@@ -5,6 +5,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"os"
 	"runtime"
 
@@ -28,10 +29,20 @@ func deviceInfo(context.Context) agent.DeviceInfo {
 	return agent.DeviceInfo{Hostname: host, OSVersion: runtime.GOOS + "/" + runtime.GOARCH}
 }
 
+func windowsEdition() string { return "" }
+
 func isWindowsService() bool { return false }
 
 func runService(func(context.Context) error) error { return errNotWindows }
 
-func installService([]string) error { return errNotWindows }
+func installService([]string) (string, error) { return "", errNotWindows }
+
+func withEventLog(log *slog.Logger) *slog.Logger { return log }
+
+// readPendingEnrollment reads the MSI's registry key on Windows; elsewhere there is none (tests set
+// pendingEnrollments).
+func readPendingEnrollment() (pendingEnrollment, bool) { return pendingEnrollment{}, false }
+
+func clearPendingToken() error { return nil }
 
 func uninstallService() error { return errNotWindows }

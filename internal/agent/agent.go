@@ -51,6 +51,13 @@ type Config struct {
 	// EncryptOSVolume turns BitLocker on for the operating-system volume when it is fully
 	// decrypted: a recovery password is added and escrowed first.
 	EncryptOSVolume bool
+	// ActivateDeviceEncryption finishes Device Encryption on an operating-system volume waiting
+	// for activation: a recovery password is added and escrowed, then the TPM protector added
+	// and protection turned on.
+	ActivateDeviceEncryption bool
+	// Edition is Windows' EditionID (Professional, Enterprise, Core for Home, ...), empty when
+	// unknown; on Home the agent does not try to turn BitLocker on.
+	Edition string
 	// ReportInterval is the time between periodic reports, spread by ±10%.
 	ReportInterval time.Duration
 	// PollInterval is how often the agent looks at the volumes and asks for commands between
@@ -121,11 +128,15 @@ type Agent struct {
 	// refused are key IDs the server refused (400, 409) or whose material could not be read:
 	// not tried again until the next periodic report, so a refusal is no hot loop.
 	refused map[string]bool
-	// encryptionHeld stops attempts to turn BitLocker on until the next periodic report.
-	encryptionHeld bool
-	// recoverySeen is the newest recovery unlock put into events, recorded in the state once
-	// the report carrying it is accepted.
-	recoverySeen time.Time
+	// encryptionHeld and activationHeld stop attempts to turn BitLocker on or to activate
+	// Device Encryption until the next periodic report.
+	encryptionHeld, activationHeld bool
+	// bookmarks are the event log positions after the recovery unlocks put into events,
+	// recorded in the state once the report carrying them is accepted.
+	bookmarks map[string]string
+	// legacyReport is set once the server refused lockStatus: it predates the field, so locked
+	// volumes are left out of reports as they were before it.
+	legacyReport bool
 }
 
 // New opens the agent of an enrolled state directory.
@@ -243,7 +254,7 @@ func (a *Agent) Cycle(ctx context.Context) error {
 	if periodic {
 		// Give refused keys and a failed encryption one more chance per report interval.
 		clear(a.refused)
-		a.encryptionHeld = false
+		a.encryptionHeld, a.activationHeld = false, false
 	}
 	if a.st.Rotation != nil {
 		if err := a.resumeRotation(ctx); err != nil {
@@ -256,6 +267,11 @@ func (a *Agent) Cycle(ctx context.Context) error {
 	}
 	if err := a.escrowAll(ctx, vols); err != nil {
 		return err
+	}
+	if a.cfg.ActivateDeviceEncryption {
+		if err := a.activateDeviceEncryption(ctx, vols); err != nil {
+			return err
+		}
 	}
 	if a.cfg.EncryptOSVolume {
 		if err := a.encryptOSVolume(ctx, vols); err != nil {
@@ -320,6 +336,10 @@ func (a *Agent) volumes(ctx context.Context) ([]bitlocker.Volume, error) {
 	}
 	present := map[string]bool{}
 	for _, v := range vols {
+		if v.ProtectorsUnreadable {
+			// A locked volume that hides its protectors may hold any of them: forget nothing.
+			return vols, nil
+		}
 		for _, p := range v.Protectors {
 			present[p.KeyID] = true
 		}

@@ -94,6 +94,7 @@ func newHTTPClient(caFile string, base http.RoundTripper) (*http.Client, error) 
 	rt := base
 	if rt == nil {
 		tr := http.DefaultTransport.(*http.Transport).Clone()
+		tr.Proxy = systemProxy()
 		tr.TLSClientConfig = &tls.Config{MinVersion: tls.VersionTLS12}
 		if caFile != "" {
 			pem, err := os.ReadFile(caFile)

@@ -87,21 +87,23 @@ func TestEscrowReportRotate(t *testing.T) {
 				t.Fatalf("not in the log:\n%v", log)
 				return -1
 			}
-			added := at(func(op bitlockersim.Op) bool { return op.Method == bitlockersim.AddRecoveryPassword && op.Err == nil })
+			added := at(func(op bitlockersim.Op) bool {
+				return op.Method == bitlockersim.ProtectKeyWithNumericalPassword && op.Err == nil
+			})
 			acked := at(func(op bitlockersim.Op) bool { return op.Note == "server acknowledged "+newID })
 			if !(added < acked) {
 				t.Fatalf("acknowledged before it was added:\n%v", log)
 			}
 			for _, p := range only(old, bitlocker.RecoveryPassword) {
 				removed := at(func(op bitlockersim.Op) bool {
-					return op.Method == bitlockersim.RemoveProtector && op.KeyID == p.KeyID && op.Err == nil
+					return op.Method == bitlockersim.DeleteKeyProtector && op.KeyID == p.KeyID && op.Err == nil
 				})
 				if !(acked < removed) {
 					t.Fatalf("old protector %s removed before the server acknowledged %s:\n%v", p.KeyID, newID, log)
 				}
 			}
 			for _, op := range log {
-				if op.Method == bitlockersim.RemoveProtector && op.KeyID == newID {
+				if op.Method == bitlockersim.DeleteKeyProtector && op.KeyID == newID {
 					t.Fatalf("the new protector was removed:\n%v", log)
 				}
 			}

@@ -24,14 +24,14 @@ func TestEscrowBeforeEncryption(t *testing.T) {
 		{"server down until it recovers", func(r *rig) { r.proxy.FailAll(agenttest.Fail503) }, 3},
 		{"escrow answer lost", func(r *rig) { r.proxy.FailRequest(1, agenttest.DropAfter) }, 1},
 		{"crash after the add", func(r *rig) {
-			r.sim.Inject(bitlockersim.Fault{Method: bitlockersim.AddRecoveryPassword, When: bitlockersim.After, Crash: true})
+			r.sim.Inject(bitlockersim.Fault{Method: bitlockersim.ProtectKeyWithNumericalPassword, When: bitlockersim.After, Crash: true})
 		}, 1},
 		{"crash after the escrow", func(r *rig) { r.crash.Arm("PUT", "/api/agent/keys/", 1, true) }, 1},
 		{"crash before encrypting", func(r *rig) {
-			r.sim.Inject(bitlockersim.Fault{Method: bitlockersim.EnableEncryption, When: bitlockersim.Before, Crash: true})
+			r.sim.Inject(bitlockersim.Fault{Method: bitlockersim.Encrypt, When: bitlockersim.Before, Crash: true})
 		}, 1},
 		{"encryption refused by Windows", func(r *rig) {
-			r.sim.Inject(bitlockersim.Fault{Method: bitlockersim.EnableEncryption, Err: errNoTPM})
+			r.sim.Inject(bitlockersim.Fault{Method: bitlockersim.Encrypt, Code: bitlocker.FVE_E_BOOTABLE_CDDVD})
 		}, 2},
 	}
 	for i, tt := range tests {
@@ -67,11 +67,11 @@ func TestEscrowBeforeEncryption(t *testing.T) {
 			var adds, acked, enabled int
 			for i, op := range r.sim.Log() {
 				switch {
-				case op.Method == bitlockersim.AddRecoveryPassword && op.Err == nil:
+				case op.Method == bitlockersim.ProtectKeyWithNumericalPassword && op.Err == nil:
 					adds++
 				case op.Note == "server acknowledged "+rps[0].KeyID && acked == 0:
 					acked = i
-				case op.Method == bitlockersim.EnableEncryption && op.Err == nil:
+				case op.Method == bitlockersim.Encrypt && op.Err == nil:
 					enabled = i
 				}
 			}
@@ -95,7 +95,7 @@ func TestEscrowBeforeEncryption(t *testing.T) {
 			ProtectionStatus: bitlocker.ProtectionOff, EncryptionStatus: bitlocker.FullyDecrypted})
 		r.settle()
 		for _, op := range r.sim.Log() {
-			if op.Method == bitlockersim.AddRecoveryPassword || op.Method == bitlockersim.EnableEncryption {
+			if op.Method == bitlockersim.ProtectKeyWithNumericalPassword || op.Method == bitlockersim.Encrypt {
 				t.Fatalf("without --encrypt-os-volume the agent did %v", op)
 			}
 		}
@@ -104,9 +104,3 @@ func TestEscrowBeforeEncryption(t *testing.T) {
 		}
 	})
 }
-
-type constError string
-
-func (e constError) Error() string { return string(e) }
-
-const errNoTPM = constError("a compatible TPM was not found")

@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -86,8 +88,22 @@ func Enroll(ctx context.Context, o EnrollOptions) (deviceID string, err error) {
 		return "", errors.New("enrolling: the server's answer lacks the device ID, token or verification key")
 	}
 	clear(vk)
+	caFile := ""
+	if o.CAFile != "" {
+		// The file was read and parsed above (newHTTPClient); the copy is what the service uses.
+		b, err := os.ReadFile(o.CAFile)
+		if err != nil {
+			return "", fmt.Errorf("copying the CA file: %w", err)
+		}
+		if err := writeFileAtomic(o.StateDir, caFileName, b); err != nil {
+			return "", fmt.Errorf("copying the CA file into the state directory: %w", err)
+		}
+		if caFile, err = filepath.Abs(filepath.Join(o.StateDir, caFileName)); err != nil {
+			return "", err
+		}
+	}
 	st := &State{
-		ServerURL: base.String(), CAFile: o.CAFile, DeviceID: res.DeviceID, DeviceToken: res.DeviceToken,
+		ServerURL: base.String(), CAFile: caFile, DeviceID: res.DeviceID, DeviceToken: res.DeviceToken,
 		VerificationKey: res.VerificationKey, EnrolledAt: o.Now().UTC(), Acknowledged: []string{},
 	}
 	if err := writeState(o.StateDir, st); err != nil {

@@ -70,7 +70,7 @@ func TestEnroll(t *testing.T) {
 	}
 
 	t.Run("not enrolled", func(t *testing.T) {
-		_, err := agent.New(agent.Config{StateDir: t.TempDir(), BitLocker: bitlockersim.New(1)})
+		_, err := agent.New(agent.Config{StateDir: t.TempDir(), BitLocker: bitlockersim.New(1).System()})
 		if !errors.Is(err, agent.ErrNotEnrolled) {
 			t.Fatalf("New on an empty state directory: %v", err)
 		}
@@ -99,7 +99,7 @@ func TestPrivateCA(t *testing.T) {
 		t.Fatal(err)
 	}
 	// The CA file is kept for run.
-	a, err := agent.New(agent.Config{StateDir: opts.StateDir, BitLocker: bitlockersim.New(2)})
+	a, err := agent.New(agent.Config{StateDir: opts.StateDir, BitLocker: bitlockersim.New(2).System()})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -179,11 +179,20 @@ func TestRotationFails(t *testing.T) {
 	tests := []struct {
 		name  string
 		fault bitlockersim.Fault
-		want  string
+		want  []string // in the failure the server shows
 	}{
-		{"add refused", bitlockersim.Fault{Method: bitlockersim.AddRecoveryPassword, Err: errors.New("group policy forbids recovery passwords")}, "adding a recovery password"},
-		{"new password unreadable", bitlockersim.Fault{Method: bitlockersim.RecoveryPassword, Call: 1, Err: errors.New("access denied")}, "escrowing the new recovery password"},
-		{"remove refused", bitlockersim.Fault{Method: bitlockersim.RemoveProtector, Err: errors.New("protector in use")}, "removing the old recovery password"},
+		{"add refused", bitlockersim.Fault{Method: bitlockersim.ProtectKeyWithNumericalPassword, Code: bitlocker.FVE_E_FIPS_PREVENTS_RECOVERY_PASSWORD},
+			[]string{"adding a recovery password", "0x80310037 FVE_E_FIPS_PREVENTS_RECOVERY_PASSWORD"}},
+		{"new password unreadable", bitlockersim.Fault{Method: bitlockersim.GetKeyProtectorNumericalPassword, Call: 1, Code: bitlocker.E_ACCESSDENIED},
+			[]string{"escrowing the new recovery password", "0x80070005 E_ACCESSDENIED"}},
+		{"last protector refused", bitlockersim.Fault{Method: bitlockersim.DeleteKeyProtector, Code: bitlocker.FVE_E_KEY_REQUIRED},
+			[]string{"removing the old recovery password", "DeleteKeyProtector: 0x8031001D FVE_E_KEY_REQUIRED"}},
+		{"auto-unlock key refused", bitlockersim.Fault{Method: bitlockersim.DeleteKeyProtector, Code: bitlocker.FVE_E_VOLUME_BOUND_ALREADY},
+			[]string{"removing the old recovery password", "0x8031001F"}},
+		{"remove not reaching WMI", bitlockersim.Fault{Method: bitlockersim.DeleteKeyProtector, Err: errors.New("RPC server unavailable")},
+			[]string{"removing the old recovery password", "RPC server unavailable"}},
+		{"remove answers success but does nothing", bitlockersim.Fault{Method: bitlockersim.DeleteKeyProtector, Ignore: true},
+			[]string{"still on the volume"}},
 	}
 	for i, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -204,8 +213,10 @@ func TestRotationFails(t *testing.T) {
 				t.Fatalf("audit %v", srv.Audit(r.deviceID))
 			}
 			d := srv.Device(r.deviceID)
-			if d.EscrowStatus != "failed" || !strings.Contains(d.EscrowStatusReason, tt.want) {
-				t.Fatalf("device %s (%s), want failed saying %q", d.EscrowStatus, d.EscrowStatusReason, tt.want)
+			for _, w := range tt.want {
+				if d.EscrowStatus != "failed" || !strings.Contains(d.EscrowStatusReason, w) {
+					t.Fatalf("device %s (%s), want failed saying %q", d.EscrowStatus, d.EscrowStatusReason, w)
+				}
 			}
 			found := false
 			for _, p := range r.volume("C:").Protectors {
@@ -298,7 +309,7 @@ func TestLockedVolume(t *testing.T) {
 		t.Fatalf("%d keys escrowed from a locked volume", n)
 	}
 	for _, op := range r.sim.Log() {
-		if op.Method == bitlockersim.RecoveryPassword {
+		if op.Method == bitlockersim.GetKeyProtectorNumericalPassword {
 			t.Fatalf("material read from a locked volume: %v", op)
 		}
 	}

@@ -2,8 +2,11 @@ package agent
 
 import (
 	"context"
+	"errors"
+	"net/http"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/keyward/keyward/internal/agent/bitlocker"
@@ -11,22 +14,60 @@ import (
 )
 
 // report sends the volumes, with a fingerprint for every recovery password, and the queued
-// events, and returns the commands the server answers with. Locked volumes are left out: their
-// status is unknown and their passwords cannot be fingerprinted, and the server keeps the keys
-// of a volume missing from a report (as for an unplugged drive).
+// events, and returns the commands the server answers with. Every volume carries its
+// lockStatus (SPEC §7): the server changes no key of a locked volume, whose protector list may
+// be unreadable and whose passwords cannot be fingerprinted. A server from before lockStatus
+// refuses the field; the report then goes again without it and without the locked volumes
+// (which such a server keeps the keys of, as for an unplugged drive).
 func (a *Agent) report(ctx context.Context, vols []bitlocker.Volume) ([]wire.Command, error) {
+	rep := a.buildReport(ctx, vols)
+	cmds, err := a.client.report(ctx, rep)
+	var ae *APIError
+	if !a.legacyReport && errors.As(err, &ae) && ae.Status == http.StatusBadRequest && strings.Contains(ae.Message, "lockStatus: unknown field") {
+		a.legacyReport = true
+		a.log.Warn("the server does not know lockStatus (it is older than this agent); locked volumes are left out of reports")
+		rep = a.buildReport(ctx, vols)
+		cmds, err = a.client.report(ctx, rep)
+	}
+	if err != nil {
+		return nil, err
+	}
+	now := a.cfg.Now()
+	a.events = nil
+	a.reported, a.changed = true, false
+	a.nextReport = now.Add(Jitter(a.cfg.ReportInterval, reportJitter, uniform(a.cfg.Rand)))
+	a.st.LastReportAt = now.UTC()
+	a.st.Volumes = summarize(vols)
+	a.st.TokenRefusedAt = time.Time{}
+	if a.bookmarks != nil {
+		a.st.EventBookmarks = a.bookmarks
+	}
+	if err := a.save(); err != nil {
+		return nil, err
+	}
+	a.log.Info("reported", "volumes", len(rep.Volumes), "events", len(rep.Events), "commands", len(cmds))
+	return cmds, nil
+}
+
+func (a *Agent) buildReport(ctx context.Context, vols []bitlocker.Volume) wire.Report {
 	rep := wire.Report{Volumes: []wire.Volume{}, Events: []wire.Event{}}
 	listed := map[string]bool{}
 	for _, v := range vols {
-		if v.Locked {
+		if v.Locked && a.legacyReport {
 			continue
 		}
 		wv := wire.Volume{VolumeID: v.ID, MountPoint: v.MountPoint, VolumeType: string(v.Type),
 			ProtectionStatus: string(v.ProtectionStatus), EncryptionStatus: string(v.EncryptionStatus),
 			KeyProtectors: []wire.Protector{}}
+		if !a.legacyReport {
+			wv.LockStatus = wire.LockUnlocked
+			if v.Locked {
+				wv.LockStatus = wire.LockLocked
+			}
+		}
 		for _, p := range v.Protectors {
 			wp := wire.Protector{KeyID: p.KeyID, Type: string(p.Type)}
-			if p.Type == bitlocker.RecoveryPassword {
+			if p.Type == bitlocker.RecoveryPassword && !v.Locked {
 				// The fingerprint proves the escrowed password is still the volume's without
 				// sending it again (SPEC §3).
 				pw, err := a.recoveryPassword(ctx, v, p.KeyID)
@@ -50,60 +91,52 @@ func (a *Agent) report(ctx context.Context, vols []bitlocker.Volume) ([]wire.Com
 			a.log.Warn("event dropped: its volume is not in the report", "type", e.Type, "volumeId", e.VolumeID)
 		}
 	}
-	cmds, err := a.client.report(ctx, rep)
-	if err != nil {
-		return nil, err
-	}
-	now := a.cfg.Now()
-	a.events = nil
-	a.reported, a.changed = true, false
-	a.nextReport = now.Add(Jitter(a.cfg.ReportInterval, reportJitter, uniform(a.cfg.Rand)))
-	a.st.LastReportAt = now.UTC()
-	a.st.Volumes = summarize(vols)
-	a.st.TokenRefusedAt = time.Time{}
-	if a.recoverySeen.After(a.st.RecoverySeenUntil) {
-		a.st.RecoverySeenUntil = a.recoverySeen
-	}
-	if err := a.save(); err != nil {
-		return nil, err
-	}
-	a.log.Info("reported", "volumes", len(rep.Volumes), "events", len(rep.Events), "commands", len(cmds))
-	return cmds, nil
+	return rep
 }
 
 // collectRecoveryUnlocks queues a recoveryUsed event for every unlock with a recovery password
-// or key that Windows recorded since the last one reported. The server rotates the key: it was
-// typed in at a recovery screen, maybe read out over the phone.
+// or key that Windows recorded after the event log bookmarks of the last accepted report. The
+// server rotates the key: it was typed in at a recovery screen, maybe read out over the phone.
+// The bookmarks are positions in the logs, so an unlock written while the clock was wrong (a
+// CMOS reset, a new board) is found all the same; only a log's very first read drops what is
+// older than the enrollment. A log read with nothing in it yet keeps an empty bookmark, which
+// says it was read: from then on everything in it is new, whatever its time.
 func (a *Agent) collectRecoveryUnlocks(ctx context.Context, vols []bitlocker.Volume) {
-	since := a.st.RecoverySeenUntil
-	if a.recoverySeen.After(since) {
-		since = a.recoverySeen
+	from := a.st.EventBookmarks
+	if a.bookmarks != nil {
+		from = a.bookmarks
 	}
-	if since.IsZero() {
-		since = a.st.EnrolledAt // unlocks before enrollment are not this server's business
-	}
-	unlocks, err := a.bl.RecoveryUnlocks(ctx, since)
+	unlocks, next, err := a.bl.RecoveryUnlocks(ctx, from)
 	if err != nil {
-		// Not a reason to hold up escrow; the next cycle looks again.
+		// Not a reason to hold up escrow; the next cycle looks again. Logs read are kept.
 		a.log.Warn("reading the BitLocker event log failed", "error", err.Error())
+	}
+	if next == nil {
 		return
 	}
 	for _, u := range unlocks {
-		if !u.Time.After(since) {
-			continue
+		if _, read := from[u.Log]; !read && !u.Time.After(a.firstReadSince()) {
+			continue // the log's first read ever: what it held before the enrollment is old
 		}
 		v, keyID := matchUnlock(vols, u)
 		if v.ID == "" {
 			a.log.Debug("an unlock that names no recovery password of a volume", "eventId", u.EventID, "time", u.Time)
-		} else {
-			a.events = append(a.events, wire.Event{Type: wire.EventRecoveryUsed, VolumeID: v.ID, KeyID: keyID, Time: u.Time.UTC(),
-				Message: "Windows event " + strconv.Itoa(u.EventID) + ": unlocked with a recovery password or key"})
-			a.log.Warn("a volume was unlocked with its recovery password or key", "volumeId", v.ID, "keyId", keyID, "time", u.Time)
+			continue
 		}
-		if u.Time.After(a.recoverySeen) {
-			a.recoverySeen = u.Time
-		}
+		a.events = append(a.events, wire.Event{Type: wire.EventRecoveryUsed, VolumeID: v.ID, KeyID: keyID, Time: u.Time.UTC(),
+			Message: "Windows event " + strconv.Itoa(u.EventID) + ": unlocked with a recovery password or key"})
+		a.log.Warn("a volume was unlocked with its recovery password or key", "volumeId", v.ID, "keyId", keyID, "time", u.Time)
 	}
+	a.bookmarks = next
+}
+
+// firstReadSince is the time before which unlocks are ignored on a log's first read: the
+// enrollment, or the last unlock an older agent (which read by time) reported.
+func (a *Agent) firstReadSince() time.Time {
+	if a.st.RecoverySeenUntil.After(a.st.EnrolledAt) {
+		return a.st.RecoverySeenUntil
+	}
+	return a.st.EnrolledAt
 }
 
 // matchUnlock finds the protector an unlock event names: the first GUID of the event that is a
@@ -114,7 +147,7 @@ func (a *Agent) collectRecoveryUnlocks(ctx context.Context, vols []bitlocker.Vol
 // operating-system volume.
 func matchUnlock(vols []bitlocker.Volume, u bitlocker.RecoveryUnlock) (bitlocker.Volume, string) {
 	counts := func(p bitlocker.Protector) bool {
-		if u.EventID == bitlocker.EventVolumeUnlocked {
+		if u.EventID == bitlocker.EventVolumeUnlocked || u.EventID == bitlocker.EventUnlockedInWinRE {
 			return p.Type == bitlocker.RecoveryPassword
 		}
 		return escrowable(p)
@@ -126,7 +159,7 @@ func matchUnlock(vols []bitlocker.Volume, u bitlocker.RecoveryUnlock) (bitlocker
 			}
 		}
 	}
-	if u.EventID == bitlocker.EventVolumeUnlocked {
+	if u.EventID == bitlocker.EventVolumeUnlocked || u.EventID == bitlocker.EventUnlockedInWinRE {
 		return bitlocker.Volume{}, ""
 	}
 	for _, v := range vols {
@@ -144,7 +177,7 @@ func summarize(vols []bitlocker.Volume) []VolumeSummary {
 			ProtectionStatus: string(v.ProtectionStatus), EncryptionStatus: string(v.EncryptionStatus),
 			Protectors: []ProtectorSummary{}}
 		if v.Locked {
-			s.ProtectionStatus, s.EncryptionStatus = "locked", ""
+			s.LockStatus = wire.LockLocked
 		}
 		for _, p := range v.Protectors {
 			s.Protectors = append(s.Protectors, ProtectorSummary{KeyID: p.KeyID, Type: string(p.Type)})
@@ -157,6 +190,6 @@ func summarize(vols []bitlocker.Volume) []VolumeSummary {
 func sameVolumes(a, b []VolumeSummary) bool {
 	return slices.EqualFunc(a, b, func(x, y VolumeSummary) bool {
 		return x.VolumeID == y.VolumeID && x.MountPoint == y.MountPoint && x.VolumeType == y.VolumeType &&
-			x.ProtectionStatus == y.ProtectionStatus && x.EncryptionStatus == y.EncryptionStatus && slices.Equal(x.Protectors, y.Protectors)
+			x.ProtectionStatus == y.ProtectionStatus && x.EncryptionStatus == y.EncryptionStatus && x.LockStatus == y.LockStatus && slices.Equal(x.Protectors, y.Protectors)
 	})
 }

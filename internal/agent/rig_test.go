@@ -43,7 +43,7 @@ type rig struct {
 	deviceID string
 	crashes  int
 	// Where a fault case armed its fault and where the agent first settled after it: counts of
-	// simulator operations and of requests.
+	// simulator operations that change a volume and of requests.
 	armedOps, armedRequests, settledOps, settledRequests int
 }
 
@@ -56,6 +56,8 @@ func newRig(t testing.TB, srv *agenttest.Server, seed uint64) *rig {
 		sim:   bitlockersim.New(seed), dir: t.TempDir(), logs: &testkit.Buffer{},
 		clock: testkit.NewClock(time.Date(2026, 11, 2, 9, 0, 0, 0, time.UTC)),
 	}
+	// Reports reach the server as one that knows lockStatus (SPEC §7) takes them.
+	r.proxy.LockAware(true)
 	id, err := agent.Enroll(context.Background(), agent.EnrollOptions{
 		StateDir: r.dir, ServerURL: r.proxy.URL, Token: srv.EnrollToken, OwnerUPN: "alice@example.com",
 		Info:      agent.DeviceInfo{Hostname: fmt.Sprintf("LT-%04d", seed), SerialNumber: "SN-TEST", OSVersion: "10.0.26100"},
@@ -66,7 +68,7 @@ func newRig(t testing.TB, srv *agenttest.Server, seed uint64) *rig {
 	}
 	r.deviceID = id
 	r.cfg = agent.Config{
-		StateDir: r.dir, BitLocker: r.sim, Version: "test", Transport: r.crash,
+		StateDir: r.dir, BitLocker: r.sim.System(), Version: "test", Transport: r.crash,
 		Logger: slog.New(slog.NewTextHandler(r.logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
 		Now:    r.clock.Now,
 		Sleep:  func(ctx context.Context, d time.Duration) error { r.clock.Advance(d); return ctx.Err() },
@@ -256,4 +258,16 @@ func others(v bitlockersim.VolumeSpec, t bitlocker.ProtectorType) []string {
 		}
 	}
 	return out
+}
+
+// changeOps counts the simulator's operations so far that change a volume: those a fault with
+// no Method counts.
+func (r *rig) changeOps() int {
+	n := 0
+	for _, op := range r.sim.Log() {
+		if op.Method.Changes() {
+			n++
+		}
+	}
+	return n
 }

@@ -115,11 +115,7 @@ func (a *Agent) resumeRotation(ctx context.Context) error {
 				// A crash came between the add and recording it: this is the protector we added.
 				r.NewKeyID = id
 			} else {
-				pw, err := bitlocker.GeneratePassword(a.cfg.Rand)
-				if err != nil {
-					return err
-				}
-				id, err := a.bl.AddRecoveryPassword(ctx, v.MountPoint, pw)
+				id, err := a.bl.AddRecoveryPassword(ctx, v.MountPoint)
 				if err != nil {
 					if err := a.failRotation(ctx, v, "adding a recovery password: "+err.Error()); err != nil {
 						return err
@@ -161,7 +157,9 @@ func (a *Agent) resumeRotation(ctx context.Context) error {
 			// Every recovery password but the new one goes: the view that led to a rotation
 			// discloses all of a device's keys, and rotation leaves one recovery password that
 			// only the server knows. Other protector types (TPM, PIN, startup key, password,
-			// certificates) are never touched.
+			// certificates) are never touched. Windows' refusal (the last protector,
+			// FVE_E_KEY_REQUIRED; an auto-unlock key) fails the rotation with its code: the
+			// agent never suspends protection to force a deletion through.
 			for _, p := range v.OfType(bitlocker.RecoveryPassword) {
 				if p.KeyID == r.NewKeyID {
 					continue
@@ -178,7 +176,26 @@ func (a *Agent) resumeRotation(ctx context.Context) error {
 			if a.st.Rotation.Phase == phaseReport {
 				continue // failed above
 			}
-			r.Phase = phaseReport
+			// Completed only as the volume shows it: read again, the new password is there and
+			// no other recovery password is.
+			after, err := a.volumes(ctx)
+			if err != nil {
+				return err
+			}
+			v2, ok := findVolume(after, r.VolumeID)
+			_, hasNew := v2.Has(r.NewKeyID)
+			left := slices.DeleteFunc(protectorIDs(bitlocker.Volume{Protectors: v2.OfType(bitlocker.RecoveryPassword)}), func(id string) bool { return id == r.NewKeyID })
+			switch {
+			case !ok || !hasNew:
+				r.Phase, r.NewKeyID, r.Before = phaseAdd, "", protectorIDs(v2)
+			case len(left) > 0:
+				if err := a.failRotation(ctx, v2, "the old recovery password "+left[0]+" is still on the volume after its removal"); err != nil {
+					return err
+				}
+				continue
+			default:
+				r.Phase = phaseReport
+			}
 		}
 		if err := a.save(); err != nil {
 			return err

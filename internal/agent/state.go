@@ -37,13 +37,22 @@ type State struct {
 	// Rotation is the rotation under way, recorded before each step so that a crash at any
 	// point resumes where it stopped.
 	Rotation *RotationStep `json:"rotation,omitempty"`
+	// Activating is the volume whose Device Encryption the agent is activating, recorded before
+	// the first change, so that after a crash it goes on with a volume that no longer looks
+	// like one waiting for activation (it has a recovery password, maybe the TPM protector)
+	// and never mistakes a volume someone suspended for one.
+	Activating string `json:"activating,omitempty"`
 	// Done are the last commands carried out, so that a command the server lists again (its
 	// answer to the result was lost) is answered again rather than carried out twice.
 	Done []DoneCommand `json:"done,omitempty"`
 	// LastReportAt is when the server last accepted a report, and Volumes what it said.
 	LastReportAt time.Time       `json:"lastReportAt,omitzero"`
 	Volumes      []VolumeSummary `json:"volumes,omitempty"`
-	// RecoverySeenUntil is the time of the last recovery unlock reported to the server.
+	// EventBookmarks are, per event log, Windows' bookmark after the last event a report the
+	// server accepted covered.
+	EventBookmarks map[string]string `json:"eventBookmarks,omitempty"`
+	// RecoverySeenUntil is the time of the last recovery unlock reported by an agent that read
+	// the logs by time; it only bounds the first read of a log without a bookmark.
 	RecoverySeenUntil time.Time `json:"recoverySeenUntil,omitzero"`
 	// TokenRefusedAt is when the server last refused the device token (401), zero after.
 	TokenRefusedAt time.Time `json:"tokenRefusedAt,omitzero"`
@@ -92,6 +101,7 @@ type VolumeSummary struct {
 	VolumeType       string             `json:"volumeType"`
 	ProtectionStatus string             `json:"protectionStatus"`
 	EncryptionStatus string             `json:"encryptionStatus"`
+	LockStatus       string             `json:"lockStatus,omitempty"`
 	Protectors       []ProtectorSummary `json:"protectors"`
 }
 
@@ -151,56 +161,125 @@ func readState(dir string) (*State, error) {
 	if st.DeviceID == "" || st.DeviceToken == "" || st.ServerURL == "" {
 		return nil, ErrNotEnrolled
 	}
+	if st.DeviceToken, err = unprotectSecret(st.DeviceToken); err != nil {
+		return nil, fmt.Errorf("reading the device token of the state file: %w", err)
+	}
+	if st.VerificationKey, err = unprotectSecret(st.VerificationKey); err != nil {
+		return nil, fmt.Errorf("reading the verification key of the state file: %w", err)
+	}
 	return &st, nil
 }
 
 // writeState replaces the state file atomically and durably: the new content goes to a
 // temporary file in the same directory, which is flushed to disk and then renamed over the old
 // file, and the rename itself is flushed. A crash at any moment leaves the old state or the new
-// one, never a mix, and once writeState returns the new state survives a power cut.
+// one, never a mix, and once writeState returns the new state survives a power cut. The device
+// token and verification key are sealed with protectSecret (DPAPI on Windows).
 func writeState(dir string, st *State) error {
 	st.Version = stateVersion
-	b, err := json.MarshalIndent(st, "", "  ")
+	c := *st
+	var err error
+	if c.DeviceToken, err = protectSecret(st.DeviceToken); err != nil {
+		return fmt.Errorf("writing the state file: protecting the device token: %w", err)
+	}
+	if c.VerificationKey, err = protectSecret(st.VerificationKey); err != nil {
+		return fmt.Errorf("writing the state file: protecting the verification key: %w", err)
+	}
+	b, err := json.MarshalIndent(&c, "", "  ")
 	if err != nil {
 		return err
 	}
-	tmp, err := os.CreateTemp(dir, stateFile+".*.tmp") // created with mode 0600
-	if err != nil {
-		return fmt.Errorf("writing the state file: %w", err)
-	}
-	name := tmp.Name()
-	defer os.Remove(name) // after a successful rename there is nothing left to remove
-	if _, err := tmp.Write(b); err != nil {
-		tmp.Close()
-		return fmt.Errorf("writing the state file: %w", err)
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return fmt.Errorf("writing the state file: %w", err)
-	}
-	if err := tmp.Close(); err != nil {
-		return fmt.Errorf("writing the state file: %w", err)
-	}
-	if err := replaceFile(name, filepath.Join(dir, stateFile)); err != nil {
+	if err := writeFileAtomic(dir, stateFile, b); err != nil {
 		return fmt.Errorf("writing the state file: %w", err)
 	}
 	return nil
 }
 
-// prepareStateDir creates the state directory if needed and restricts it to the agent's own
-// account and administrators (see secureDir).
-func prepareStateDir(dir string) error {
+// dirInfo is what prepareStateDir needs to know about a state directory that already exists.
+type dirInfo struct {
+	Reparse      bool   // a symbolic link, junction or other reparse point
+	Owner        string // for messages: the owner's SID or user ID
+	OwnerTrusted bool   // owned by Administrators or SYSTEM (Windows), by this user or root (Unix)
+}
+
+// dirOps is the operating system's part of preparing the state directory: osDirOps, or a test's.
+type dirOps interface {
+	// Create makes the directory (its parent exists) with its final owner and access list in
+	// one call, so that nobody can open it in between; fs.ErrExist when it exists.
+	Create(dir string) error
+	// Inspect describes an existing directory without following a reparse point.
+	Inspect(dir string) (dirInfo, error)
+	// Secure sets the owner and access list of an existing, trusted directory again.
+	Secure(dir string) error
+}
+
+// prepareStateDir creates the state directory, owned by Administrators and open to SYSTEM and
+// Administrators only (see osDirOps), or checks one that exists. A directory that exists with
+// another owner, or that is a reparse point, is refused: a standard user may create folders in
+// %ProgramData%, and one who made C:\ProgramData\Keyward before the install would keep the
+// right to change its access list, then point state.json's serverUrl and caFile at a server of
+// theirs and receive every recovery password.
+func prepareStateDir(dir string) error { return prepareStateDirWith(osDirOps{}, dir) }
+
+// PrepareStateDir creates or checks the state directory as the agent does before using it; the
+// service calls it before it opens its log file there.
+func PrepareStateDir(dir string) error { return prepareStateDir(dir) }
+
+func prepareStateDirWith(ops dirOps, dir string) error {
 	if dir == "" {
 		return errors.New("no state directory given")
 	}
-	if err := os.MkdirAll(dir, 0o700); err != nil {
+	dir = filepath.Clean(dir)
+	if err := os.MkdirAll(filepath.Dir(dir), 0o755); err != nil {
+		return fmt.Errorf("creating the state directory's parent: %w", err)
+	}
+	err := ops.Create(dir)
+	if err == nil {
+		return nil
+	}
+	if !errors.Is(err, fs.ErrExist) {
 		return fmt.Errorf("creating the state directory: %w", err)
 	}
-	if err := secureDir(dir); err != nil {
+	info, err := ops.Inspect(dir)
+	switch {
+	case err != nil:
+		return fmt.Errorf("checking the state directory: %w", err)
+	case info.Reparse:
+		return fmt.Errorf("the state directory %s is a link or junction (a reparse point); refusing it: remove it and enroll again", dir)
+	case !info.OwnerTrusted:
+		return fmt.Errorf("the state directory %s exists and is owned by %s, not by Administrators or SYSTEM; refusing it: someone else may have created it to read or change the agent's state. Remove it and enroll again", dir, info.Owner)
+	}
+	if err := ops.Secure(dir); err != nil {
 		return fmt.Errorf("restricting access to the state directory: %w", err)
 	}
 	return nil
 }
+
+// writeFileAtomic writes a file of the state directory the way writeState does.
+func writeFileAtomic(dir, name string, b []byte) error {
+	tmp, err := os.CreateTemp(dir, name+".*.tmp") // created with mode 0600
+	if err != nil {
+		return err
+	}
+	tname := tmp.Name()
+	defer os.Remove(tname) // after a successful rename there is nothing left to remove
+	if _, err := tmp.Write(b); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Sync(); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Close(); err != nil {
+		return err
+	}
+	return replaceFile(tname, filepath.Join(dir, name))
+}
+
+// caFileName is the copy of the enrollment's CA file in the state directory: the service reads
+// it there, where only administrators can change it, rather than at a path a user may control.
+const caFileName = "ca.pem"
 
 // lockWait is how long lockStateDir waits for a lock held elsewhere. A lock is briefly held
 // after its owner let go while a child process started at that moment has not yet closed the
@@ -218,3 +297,6 @@ func lockStateDir(dir string) (*os.File, error) {
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+// dpapiPrefix marks a secret of the state file sealed with DPAPI (base64 after it).
+const dpapiPrefix = "dpapi:"

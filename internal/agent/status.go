@@ -90,7 +90,11 @@ func (s Status) Write(w io.Writer) error {
 		fmt.Fprintln(w, "  none")
 	}
 	for _, v := range s.Volumes {
-		fmt.Fprintf(w, "  %s  %s  %s, protection %s, %s\n", v.MountPoint, v.VolumeID, v.VolumeType, v.ProtectionStatus, v.EncryptionStatus)
+		lock := ""
+		if v.LockStatus == "locked" {
+			lock = ", locked"
+		}
+		fmt.Fprintf(w, "  %s  %s  %s, protection %s, %s%s\n", v.MountPoint, v.VolumeID, v.VolumeType, v.ProtectionStatus, v.EncryptionStatus, lock)
 		for _, p := range v.Protectors {
 			escrow := ""
 			if slices.Contains(s.Acknowledged, p.KeyID) {

@@ -46,6 +46,42 @@ type Proxy struct {
 	held     map[string]string // key ID -> material the server holds
 	requests []Request
 	onAck    func(keyID string)
+	// lockAware makes the proxy take lockStatus off reports (and the locked volumes with it)
+	// before they reach the server, as a server that knows the field treats them: a locked
+	// volume's list changes no key (SPEC §7).
+	lockAware bool
+}
+
+// LockAware sets whether reports reach the server as a server that knows lockStatus would
+// take them (see Proxy.lockAware); off, the server sees them as the agent sent them.
+func (p *Proxy) LockAware(on bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.lockAware = on
+}
+
+// withoutLockStatus drops the locked volumes of a report and lockStatus from the others.
+func withoutLockStatus(body []byte) []byte {
+	var rep map[string]any
+	if json.Unmarshal(body, &rep) != nil {
+		return body
+	}
+	vols, _ := rep["volumes"].([]any)
+	kept := []any{}
+	for _, v := range vols {
+		m, _ := v.(map[string]any)
+		if m["lockStatus"] == "locked" {
+			continue
+		}
+		delete(m, "lockStatus")
+		kept = append(kept, m)
+	}
+	rep["volumes"] = kept
+	out, err := json.Marshal(rep)
+	if err != nil {
+		return body
+	}
+	return out
 }
 
 // Request is a request that went through the proxy.
@@ -55,6 +91,9 @@ type Request struct {
 	Path    string
 	Status  int // 0 when dropped before an answer
 	Failure Failure
+	// Body is the request's body for reports (POST /api/agent/report), which hold no key
+	// material; nil for other requests.
+	Body []byte
 }
 
 func (r Request) String() string {
@@ -144,6 +183,16 @@ func (p *Proxy) serve(w http.ResponseWriter, r *http.Request) {
 	body, _ := io.ReadAll(r.Body)
 	r.Body = io.NopCloser(bytes.NewReader(body))
 	req := Request{N: n, Method: r.Method, Path: r.URL.Path, Failure: f}
+	if r.Method == http.MethodPost && r.URL.Path == "/api/agent/report" {
+		req.Body = body
+		p.mu.Lock()
+		aware := p.lockAware
+		p.mu.Unlock()
+		if aware {
+			fwd := withoutLockStatus(body)
+			r.Body, r.ContentLength = io.NopCloser(bytes.NewReader(fwd)), int64(len(fwd))
+		}
+	}
 	defer func() {
 		p.mu.Lock()
 		p.requests = append(p.requests, req)

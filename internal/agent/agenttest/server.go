@@ -254,3 +254,16 @@ func (s *Server) Audit(deviceID string) []string {
 	}
 	return out
 }
+
+// AuditDetails returns the details of a device's audit events, oldest first: what the agent's
+// failure events said, among others.
+func (s *Server) AuditDetails(deviceID string) []string {
+	s.t.Helper()
+	var list struct{ Items []auditEvent }
+	s.Must(http.StatusOK, "GET", "/api/devices/security/bitlocker/keys/audit?limit=1000&deviceId="+deviceID, nil, &list)
+	out := make([]string, len(list.Items))
+	for i, e := range list.Items {
+		out[len(out)-1-i] = e.Detail
+	}
+	return out
+}

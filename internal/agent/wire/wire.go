@@ -74,13 +74,22 @@ type Report struct {
 
 // Volume is one volume in a report.
 type Volume struct {
-	VolumeID         string      `json:"volumeId"`
-	MountPoint       string      `json:"mountPoint"`
-	VolumeType       string      `json:"volumeType"`
-	ProtectionStatus string      `json:"protectionStatus"`
-	EncryptionStatus string      `json:"encryptionStatus"`
-	KeyProtectors    []Protector `json:"keyProtectors"`
+	VolumeID         string `json:"volumeId"`
+	MountPoint       string `json:"mountPoint"`
+	VolumeType       string `json:"volumeType"`
+	ProtectionStatus string `json:"protectionStatus"`
+	EncryptionStatus string `json:"encryptionStatus"`
+	// LockStatus is LockUnlocked or LockLocked; empty (left out) only for a server that
+	// predates the field.
+	LockStatus    string      `json:"lockStatus,omitempty"`
+	KeyProtectors []Protector `json:"keyProtectors"`
 }
+
+// Lock statuses of a volume.
+const (
+	LockUnlocked = "unlocked"
+	LockLocked   = "locked"
+)
 
 // Protector is one key protector in a report. Fingerprint is set for recovery passwords only.
 type Protector struct {
