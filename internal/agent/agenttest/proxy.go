@@ -24,10 +24,12 @@ const (
 	DropBefore         // close the connection without forwarding: the request never arrived
 	DropAfter          // forward, then close the connection: the server acted, the answer is lost
 	Fail400            // answer 400 without forwarding, as the server does to a request it finds invalid
+
+	failOldServer // a report with lockStatus, answered as a server from before the field (LockAware off)
 )
 
 func (f Failure) String() string {
-	return [...]string{"pass", "503", "drop before", "drop after", "400"}[f]
+	return [...]string{"pass", "503", "drop before", "drop after", "400", "400 from an old server"}[f]
 }
 
 // Proxy is a reverse proxy in front of a server that fails chosen requests, logs every request
@@ -46,42 +48,18 @@ type Proxy struct {
 	held     map[string]string // key ID -> material the server holds
 	requests []Request
 	onAck    func(keyID string)
-	// lockAware makes the proxy take lockStatus off reports (and the locked volumes with it)
-	// before they reach the server, as a server that knows the field treats them: a locked
-	// volume's list changes no key (SPEC §7).
+	// lockAware off makes the proxy answer a report that carries lockStatus as a server from
+	// before the field did (400, "lockStatus: unknown field"), so the agent's fallback for older
+	// servers is tested against the real server of today.
 	lockAware bool
 }
 
-// LockAware sets whether reports reach the server as a server that knows lockStatus would
-// take them (see Proxy.lockAware); off, the server sees them as the agent sent them.
+// LockAware sets whether the server behind the proxy knows lockStatus (it does: SPEC §7), or
+// is answered for as a server from before the field (see Proxy.lockAware). On by default.
 func (p *Proxy) LockAware(on bool) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.lockAware = on
-}
-
-// withoutLockStatus drops the locked volumes of a report and lockStatus from the others.
-func withoutLockStatus(body []byte) []byte {
-	var rep map[string]any
-	if json.Unmarshal(body, &rep) != nil {
-		return body
-	}
-	vols, _ := rep["volumes"].([]any)
-	kept := []any{}
-	for _, v := range vols {
-		m, _ := v.(map[string]any)
-		if m["lockStatus"] == "locked" {
-			continue
-		}
-		delete(m, "lockStatus")
-		kept = append(kept, m)
-	}
-	rep["volumes"] = kept
-	out, err := json.Marshal(rep)
-	if err != nil {
-		return body
-	}
-	return out
 }
 
 // Request is a request that went through the proxy.
@@ -107,7 +85,7 @@ func NewProxy(t testing.TB, target string) *Proxy {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := &Proxy{failAt: map[int]Failure{}, held: map[string]string{}}
+	p := &Proxy{failAt: map[int]Failure{}, held: map[string]string{}, lockAware: true}
 	p.rp = &httputil.ReverseProxy{Rewrite: func(r *httputil.ProxyRequest) { r.SetURL(u) }}
 	srv := httptest.NewServer(http.HandlerFunc(p.serve))
 	t.Cleanup(srv.Close)
@@ -188,9 +166,8 @@ func (p *Proxy) serve(w http.ResponseWriter, r *http.Request) {
 		p.mu.Lock()
 		aware := p.lockAware
 		p.mu.Unlock()
-		if aware {
-			fwd := withoutLockStatus(body)
-			r.Body, r.ContentLength = io.NopCloser(bytes.NewReader(fwd)), int64(len(fwd))
+		if !aware && bytes.Contains(body, []byte(`"lockStatus"`)) && f == Pass {
+			f = failOldServer
 		}
 	}
 	defer func() {
@@ -205,6 +182,12 @@ func (p *Proxy) serve(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		w.WriteHeader(http.StatusServiceUnavailable)
 		io.WriteString(w, `{"error":{"code":"unavailable","message":"storage unavailable"}}`)
+		return
+	case failOldServer:
+		req.Status = http.StatusBadRequest
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusBadRequest)
+		io.WriteString(w, `{"error":{"code":"invalid_request","message":"lockStatus: unknown field"}}`)
 		return
 	case Fail400:
 		req.Status = http.StatusBadRequest
