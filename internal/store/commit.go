@@ -71,19 +71,11 @@ type committer struct {
 	beforeCommit func(tx *sql.Tx)
 }
 
-// WriteStats counts the write path's work since the store was opened.
-type WriteStats struct {
-	// Commits is the number of write transactions committed.
-	Commits int64
-	// Writes is the number of write requests acknowledged: their work is in a committed
-	// transaction and their caller was told so.
-	Writes int64
-}
-
-// WriteStats returns how many write transactions committed and how many writes they
-// acknowledged; Commits/Writes is the share of an fsync each write cost.
-func (db *DB) WriteStats() WriteStats {
-	return WriteStats{Commits: db.commit.commits.Load(), Writes: db.commit.writes.Load()}
+// WriteCounts returns how many write transactions have committed and how many write requests
+// they acknowledged (their work committed and their caller was told so) since the store was
+// opened. commits/writes is the share of a commit, and of its fsync, that each write cost.
+func (db *DB) WriteCounts() (commits, writes int64) {
+	return db.commit.commits.Load(), db.commit.writes.Load()
 }
 
 // write runs fn in a read-write transaction, shared with the write requests queued beside it,

@@ -67,7 +67,7 @@ func TestGroupCommitSharesOneCommitAmongWaitingWrites(t *testing.T) {
 	t.Parallel()
 	const n = 24
 	e := newEnv(t)
-	before := e.db.WriteStats()
+	commits0, writes0 := e.db.WriteCounts()
 	entered, release := holdNextCommit(t, e.db)
 
 	var answered atomic.Int32
@@ -110,8 +110,8 @@ func TestGroupCommitSharesOneCommitAmongWaitingWrites(t *testing.T) {
 	for err := range errs {
 		t.Errorf("Record: %v", err)
 	}
-	after := e.db.WriteStats()
-	if commits, writes := after.Commits-before.Commits, after.Writes-before.Writes; commits != 2 || writes != n {
+	commits1, writes1 := e.db.WriteCounts()
+	if commits, writes := commits1-commits0, writes1-writes0; commits != 2 || writes != n {
 		t.Errorf("%d commits for %d acknowledged writes, want 2 for %d (the held one, then all that waited)", commits, writes, n)
 	}
 	got := e.details()
@@ -223,7 +223,7 @@ func TestGroupCommitFailedCommitFailsTheBatch(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
 	entered, release := holdNextCommit(t, e.db)
-	before := e.db.WriteStats()
+	commits0, writes0 := e.db.WriteCounts()
 
 	var wg sync.WaitGroup
 	wg.Go(func() {
@@ -269,8 +269,8 @@ func TestGroupCommitFailedCommitFailsTheBatch(t *testing.T) {
 	if checked, err := e.db.VerifyAudit(e.ctx); err != nil || checked != 2 {
 		t.Errorf("VerifyAudit = %d, %v; want 2, nil", checked, err)
 	}
-	after := e.db.WriteStats()
-	if commits, writes := after.Commits-before.Commits, after.Writes-before.Writes; commits != 2 || writes != 2 {
+	commits1, writes1 := e.db.WriteCounts()
+	if commits, writes := commits1-commits0, writes1-writes0; commits != 2 || writes != 2 {
 		t.Errorf("%d commits, %d acknowledged writes; want 2 and 2", commits, writes)
 	}
 }
