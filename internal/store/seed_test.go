@@ -22,7 +22,8 @@ func TestSeedStoresWhatTheServicesWould(t *testing.T) {
 	key := func(s sample) store.SeedKey {
 		return store.SeedKey{KeyID: s.keyID, Password: s.password, CreatedAt: now.Add(-48 * time.Hour), Verification: escrow.Verified}
 	}
-	old := store.SeedKey{KeyID: togo.keyID, Password: togo.password, CreatedAt: now.Add(-72 * time.Hour), Superseded: true, RetainUntil: now.Add(24 * time.Hour)}
+	old := store.SeedKey{KeyID: togo.keyID, Password: togo.password, CreatedAt: now.Add(-72 * time.Hour), Superseded: true,
+		SupersededAt: now.Add(-48 * time.Hour), RetainUntil: now.Add(24 * time.Hour)}
 	reported := func(name string, ago time.Duration, vols ...store.SeedVolume) store.SeedDevice {
 		return store.SeedDevice{Name: name, OwnerUPN: "Alice@Example.com", EnrolledAt: now.Add(-90 * 24 * time.Hour), LastSeenAt: now.Add(-ago),
 			ReportedAt: now.Add(-ago), Tags: []string{"site:berlin"}, Volumes: vols}
