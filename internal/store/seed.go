@@ -83,6 +83,14 @@ func (db *DB) Seed(ctx context.Context, origin escrow.Origin, devices []SeedDevi
 		out[i] = Seeded{ID: p.id, Token: p.token}
 	}
 	err = db.write(ctx, func(tx *sql.Tx) error {
+		if db.dialect == "sqlite" {
+			// Seeding inserts into every index at random places (IDs are random); SQLite's
+			// default 2 MB page cache would read most pages back from the file for each one (1 GiB
+			// here, a ceiling on this connection that only a large fleet fills).
+			if _, err := tx.ExecContext(ctx, `PRAGMA cache_size = -1048576`); err != nil {
+				return err
+			}
+		}
 		stmts := map[string]*sql.Stmt{}
 		exec := func(query string, args ...any) error {
 			st := stmts[query]
