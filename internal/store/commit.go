@@ -58,7 +58,7 @@ type writeAnswer struct {
 	panic any // what fn panicked with, re-raised in the caller's goroutine
 }
 
-// committer is the queue of write requests and the counts behind WriteStats.
+// committer is the queue of write requests and the counts behind WriteCounts.
 type committer struct {
 	mu      sync.Mutex
 	queue   []*writeRequest
