@@ -40,8 +40,15 @@ import (
 // lock the batch holds. It must not call write itself (that waits for its own batch).
 
 // maxBatch bounds the requests in one transaction, so that a long queue still gets answers at
-// a steady pace.
-const maxBatch = 256
+// a steady pace. On PostgreSQL each request's savepoint that writes is a subtransaction, and a
+// transaction with more than 64 of them overflows the per-backend cache of subtransaction
+// IDs, after which every other session's snapshot has to look them up in pg_subtrans.
+func (db *DB) maxBatch() int {
+	if db.dialect == "postgres" {
+		return 64
+	}
+	return 256
+}
 
 // writeRequest is one call of write waiting for its turn.
 type writeRequest struct {
@@ -119,7 +126,7 @@ func (db *DB) write(ctx context.Context, fn func(tx *sql.Tx) error) error {
 func (db *DB) lead() {
 	c := &db.commit
 	c.mu.Lock()
-	n := min(len(c.queue), maxBatch)
+	n := min(len(c.queue), db.maxBatch())
 	batch := c.queue[:n:n]
 	c.queue = c.queue[n:]
 	c.mu.Unlock()
