@@ -301,3 +301,31 @@ func TestWriteCancelledWhileQueued(t *testing.T) {
 		t.Errorf("audit events %q, want %q", got, want)
 	}
 }
+
+// BenchmarkConcurrentRecord appends audit events from 32 goroutines, as concurrent requests
+// do, and reports how many commits each write cost.
+func BenchmarkConcurrentRecord(b *testing.B) {
+	url := ""
+	if onPostgres() {
+		url = pgSchema(b)
+	}
+	db, err := store.Open(b.Context(), url, b.TempDir(), store.Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer db.Close()
+	commits0, writes0 := db.WriteCounts()
+	b.SetParallelism(16) // 32 clients on two cores
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			if err := db.Record(b.Context(), marker("benchmark")); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
+	b.StopTimer()
+	commits1, writes1 := db.WriteCounts()
+	b.ReportMetric(float64(commits1-commits0)/float64(writes1-writes0), "commits/write")
+}
