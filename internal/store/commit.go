@@ -151,7 +151,8 @@ func (db *DB) lead() {
 }
 
 // writeBatch runs the batch's requests in one transaction and returns the answers of the first
-// ones, in order: all of them, or those that ran before the transaction broke (at least one).
+// ones, in order: all of them, or those that ran before the transaction broke (at least the
+// first: it breaks only at a request's end).
 func (db *DB) writeBatch(batch []*writeRequest) []writeAnswer {
 	c := &db.commit
 	answers := make([]writeAnswer, 0, len(batch))
@@ -168,45 +169,40 @@ func (db *DB) writeBatch(batch []*writeRequest) []writeAnswer {
 	if err != nil {
 		return failAll(err)
 	}
+	// Each request runs in a savepoint of its own. The statements that end one and begin the
+	// next go in one round trip (PostgreSQL's simple protocol and SQLite both take several
+	// statements in one Exec without arguments), and so does the first with the lock.
+	begin := `SAVEPOINT request`
 	if db.dialect == "postgres" {
-		if _, err := tx.ExecContext(ctx, `SELECT seq FROM audit_head WHERE id = 1 FOR UPDATE`); err != nil {
-			_ = tx.Rollback()
-			return failAll(err)
-		}
+		begin = `SELECT seq FROM audit_head WHERE id = 1 FOR UPDATE; SAVEPOINT request`
 	}
-
+	if _, err := tx.ExecContext(ctx, begin); err != nil {
+		_ = tx.Rollback()
+		return failAll(err)
+	}
 	var broken error // why the transaction cannot be committed
-	for _, r := range batch {
+	for i, r := range batch {
+		if i > 0 {
+			if _, err := tx.ExecContext(ctx, `RELEASE SAVEPOINT request; SAVEPOINT request`); err != nil {
+				broken = err
+				break
+			}
+		}
 		if err := r.ctx.Err(); err != nil {
 			// Cancelled while it waited: it did nothing, and says so.
 			answers = append(answers, writeAnswer{err: unavailable(err)})
 			continue
 		}
-		if _, err := tx.ExecContext(ctx, `SAVEPOINT request`); err != nil {
-			broken = err
-			break
-		}
 		a := runGuarded(r.fn, tx)
+		answers = append(answers, a)
 		if a.err != nil || a.panic != nil {
 			if _, err := tx.ExecContext(ctx, `ROLLBACK TO SAVEPOINT request`); err != nil {
 				// The transaction is gone (SQLite rolls all of it back on some errors, an
 				// interrupt among them) or the connection is: none of the batch can commit.
-				a.err, broken = errors.Join(a.err, err), err
-				answers = append(answers, a)
+				answers[i].err, broken = errors.Join(a.err, err), err
 				break
 			}
 		}
-		answers = append(answers, a)
-		if _, err := tx.ExecContext(ctx, `RELEASE SAVEPOINT request`); err != nil {
-			broken = err
-			break
-		}
-	}
-	if broken != nil && len(answers) == 0 {
-		// Broken before any request ran: nothing to blame on a request, and running them
-		// again could loop on a fault that stays.
-		_ = tx.Rollback()
-		return failAll(broken)
 	}
 
 	commitErr := broken
