@@ -329,6 +329,11 @@ type operation struct {
 
 func measureOperations(ctx context.Context, out io.Writer, h *client, db *store.DB, bf benchFile, runs int) error {
 	rng := mrand.New(mrand.NewPCG(bf.Seed, 7))
+	// Views go to the half of the sample the escrow load leaves alone (runLoads).
+	viewed := map[string]bool{}
+	for i, d := range bf.Sample {
+		viewed[d.ID] = i%2 == 1
+	}
 	pick := func(ok func(sampledDevice) bool) []sampledDevice {
 		var s []sampledDevice
 		for _, d := range bf.Sample {
@@ -343,7 +348,7 @@ func measureOperations(ctx context.Context, out io.Writer, h *client, db *store.
 		return s
 	}
 	all := pick(func(sampledDevice) bool { return true })
-	withKey := pick(func(d sampledDevice) bool { return d.KeyID != "" })
+	withKey := pick(func(d sampledDevice) bool { return d.KeyID != "" && viewed[d.ID] })
 	withOwner := pick(func(d sampledDevice) bool { return d.Owner != "" })
 	var secondPage string
 	listJSON := func(path string) (int, string, error) {
