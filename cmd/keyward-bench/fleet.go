@@ -59,8 +59,9 @@ func (f *fleet) uuid() string {
 	return strings.ToUpper(fmt.Sprintf("%x-%x-%x-%x-%x", b[0:4], b[4:6], b[6:8], b[8:10], b[10:]))
 }
 
-func (f *fleet) ago(min, max time.Duration) time.Time {
-	return f.now.Add(-min - time.Duration(f.rng.Int64N(int64(max-min))))
+// ago returns a random instant between from and to before now.
+func (f *fleet) ago(from, to time.Duration) time.Time {
+	return f.now.Add(-from - time.Duration(f.rng.Int64N(int64(to-from))))
 }
 
 // owner returns device i's owner: most people have one device, one in five a second (a
