@@ -50,7 +50,27 @@ func TestServeMetrics(t *testing.T) {
 			t.Errorf("metrics lack %s", want)
 		}
 	}
+	// This server's writes so far (the device's enrollment among them) were acknowledged after
+	// commits that they shared or not: never more commits than writes.
+	commits, writes := counter(t, text, "keyward_store_commits_total"), counter(t, text, "keyward_store_writes_total")
+	if writes < 2 || commits < 1 || commits > writes {
+		t.Errorf("keyward_store_commits_total %d, keyward_store_writes_total %d", commits, writes)
+	}
 	if strings.Contains(text, deviceID) {
 		t.Error("the metrics carry the device ID")
 	}
+}
+
+// counter returns the value of an unlabelled counter in metrics text.
+func counter(t testing.TB, text, name string) int64 {
+	t.Helper()
+	m := regexp.MustCompile(`(?m)^` + name + ` (\S+)$`).FindStringSubmatch(text)
+	if m == nil {
+		t.Fatalf("metrics lack %s", name)
+	}
+	v, err := strconv.ParseFloat(m[1], 64)
+	if err != nil {
+		t.Fatalf("%s: %v", name, err)
+	}
+	return int64(v)
 }

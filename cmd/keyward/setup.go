@@ -55,6 +55,9 @@ func (s *Server) announceSetup(ctx context.Context) error {
 		scheme = "https"
 	}
 	link, err := setupLink(ctx, s.db, o, linkBase(s.PublicURL, scheme, s.Addr()))
+	if escrow.ErrorCode(err) == escrow.CodeConflict {
+		return nil // an admin was made meanwhile (keyward users add): no link is needed
+	}
 	if err != nil {
 		return err
 	}

@@ -1,7 +1,8 @@
 // Package metrics is Keyward's Prometheus instrumentation: a registry owned by the server (never
 // the global default one, so that several servers in one process, as in the tests, keep their
 // own counts), the Go and process collectors, per-route HTTP request counts and durations, the
-// fleet's devices by escrow status and keys by status, and the background jobs.
+// fleet's devices by escrow status and keys by status, the store's commits and acknowledged
+// writes, and the background jobs.
 //
 // Labels carry only values from closed sets: route patterns of the route tables (never raw
 // paths, which hold device and key IDs), HTTP methods and status codes, status names and job
@@ -24,9 +25,13 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
 
-// Store is what the metrics need from storage: counts of the whole fleet, no names or IDs.
+// Store is what the metrics need from storage: counts of the whole fleet, no names or IDs, and
+// of its own write path.
 type Store interface {
 	Census(ctx context.Context) (escrow.Census, error)
+	// WriteCounts returns the write transactions committed and the write requests they
+	// acknowledged, since the store was opened.
+	WriteCounts() (commits, writes int64)
 }
 
 // Options configures the metrics. The zero Options is usable.
@@ -102,6 +107,16 @@ func New(store Store, log *slog.Logger, opts Options) *Metrics {
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		m.requests, m.duration, m.jobRuns, m.jobFailures, m.jobItems, m.jobLastOK,
 		&censusCollector{store: store, log: log, opts: opts},
+		// Several writes share a commit (group commit): commits over writes is what each
+		// write cost in fsyncs.
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "keyward_store_commits_total",
+			Help: "Write transactions committed; concurrent writes share one.",
+		}, func() float64 { c, _ := store.WriteCounts(); return float64(c) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "keyward_store_writes_total",
+			Help: "Write requests acknowledged: committed, and their caller told so.",
+		}, func() float64 { _, w := store.WriteCounts(); return float64(w) }),
 	)
 	m.handler = promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{
 		// A collector that fails must not hide the others; the census reports its own failure

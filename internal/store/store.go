@@ -63,6 +63,8 @@ type DB struct {
 	// auditKey keys the audit chain (auditkey.go); nil on a store opened without the master
 	// key, which can read but not append.
 	auditKey atomic.Pointer[audit.Key]
+	// commit queues write requests so that concurrent ones share a transaction (commit.go).
+	commit committer
 
 	// rewrapHook runs between reading a batch of values to re-wrap and writing them; tests
 	// use it to write behind the re-wrap's back as a server would.
@@ -294,24 +296,6 @@ func (db *DB) checkSealer(ctx context.Context) error {
 		}
 		db.auditKey.Store(k)
 		return nil
-	})
-}
-
-// write runs fn in a read-write transaction and commits it. Errors from the database become
-// CodeUnavailable: the caller answers 503 and acknowledges nothing.
-//
-// On PostgreSQL every write transaction first locks the audit-chain head. Nearly every write
-// appends to the chain, which has to be serial anyway; taking the lock first makes all writes
-// serial, as on SQLite, so a read-then-write service needs no retry logic and two servers
-// never interleave their changes.
-func (db *DB) write(ctx context.Context, fn func(tx *sql.Tx) error) error {
-	return runTx(ctx, db.rw, nil, func(tx *sql.Tx) error {
-		if db.dialect == "postgres" {
-			if _, err := tx.ExecContext(ctx, `SELECT seq FROM audit_head WHERE id = 1 FOR UPDATE`); err != nil {
-				return err
-			}
-		}
-		return fn(tx)
 	})
 }
 
