@@ -144,6 +144,13 @@ func TestBrowserAccessibility(t *testing.T) {
 		signIn(t, ctx, base, "admin@example.com", "devices")
 		rings(t, ctx, "nav.mainnav a", ".topbar .btn-quiet", "#q", `form[role="search"] button[type="submit"]`, "main table a")
 		check(t, ctx, "device list")
+		setWidth(t, ctx, 390, 844)
+		// On a phone every device's status is on screen, not cut off by its table.
+		if cut := evaluate[[]string](t, ctx, `Array.from(document.querySelectorAll("main tbody .badge")).filter(b => b.getBoundingClientRect().right > 390).map(b => b.textContent)`); len(cut) > 0 {
+			t.Errorf("on a 390 px phone these statuses are cut off: %q", cut)
+		}
+		screenshot(t, ctx, shots, "devices-phone.png")
+		setWidth(t, ctx, 1280, 900)
 		// The skip link moves the focus to the content (Safari needs the target focusable).
 		browserRun(t, ctx, chromedp.Focus(chromedp.CSS(".skip-link")), chromedp.KeyEvent("\r"))
 		if id := evaluate[string](t, ctx, `document.activeElement.id`); id != "main" {
