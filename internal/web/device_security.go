@@ -2,6 +2,7 @@ package web
 
 import (
 	"net/http"
+	"slices"
 
 	"github.com/keyward/keyward/internal/escrow"
 )
@@ -62,7 +63,7 @@ func (s *Server) loadSecurity(r *http.Request, id string) (*securityData, error)
 		Keys:       keys,
 		Rotations:  rotations,
 		CanView:    p.CanViewMaterial(dev.Device, false),
-		CanRotate:  p.CanRotate(dev.Device),
+		CanRotate:  p.CanRotate(dev.Device) && slices.ContainsFunc(dev.Volumes, func(v escrow.VolumeDetail) bool { return rotatable(v.Volume) }),
 		Reasons:    standardReasons,
 	}, nil
 }

@@ -147,7 +147,6 @@ func templateFuncs(a *assets) template.FuncMap {
 		},
 		"triggerLabel": triggerLabel,
 		"problemLabel": problemLabel,
-		"add":          func(a, b int) int { return a + b },
 	}
 }
 

@@ -43,9 +43,15 @@ func (s *Server) loadRotate(r *http.Request, id string) (*rotateData, error) {
 	}
 	d := &rotateData{deviceData: deviceData{Device: dev, Tab: "security"}}
 	for _, v := range dev.Volumes {
-		if v.ProtectionStatus == "" || (v.Present && v.Encrypted()) {
+		if rotatable(v.Volume) {
 			d.Volumes = append(d.Volumes, v)
 		}
 	}
 	return d, nil
+}
+
+// rotatable reports whether a rotation can target the volume: BitLocker is on for it, or its
+// state has not been reported yet.
+func rotatable(v escrow.Volume) bool {
+	return v.ProtectionStatus == "" || (v.Present && v.Encrypted())
 }
