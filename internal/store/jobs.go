@@ -14,10 +14,11 @@ type JobResult struct {
 	Purged       int // keys whose material was destroyed
 	TimedOut     int // delivered rotations failed for taking too long
 	AgeRotations int // rotations requested because a key reached the maximum age
+	Settled      int // devices whose pending status ran out, stored as failed
 }
 
-// RunJobs runs every background job once: purge of keys past retention, rotation timeouts, and
-// rotations of keys past the maximum age. Each item is its own transaction guarded by the
+// RunJobs runs every background job once: purge of keys past retention, rotation timeouts,
+// rotations of keys past the maximum age, and settling statuses that ran out (status.go). Each item is its own transaction guarded by the
 // condition that selected it, so two servers running jobs at once act on each item once.
 func (db *DB) RunJobs(ctx context.Context) (JobResult, error) {
 	var res JobResult
@@ -40,6 +41,12 @@ func (db *DB) RunJobs(ctx context.Context) (JobResult, error) {
 		if res.AgeRotations, err = db.rotateOldKeys(ctx, settings); err != nil {
 			return res, err
 		}
+	}
+	if res.Settled, err = db.settleStatuses(ctx); err != nil {
+		return res, err
+	}
+	if res.Purged+res.TimedOut+res.AgeRotations+res.Settled >= largeChange {
+		db.optimize(ctx)
 	}
 	return res, nil
 }

@@ -168,6 +168,7 @@ func (db *DB) init(ctx context.Context) error {
 	if err := db.migrate(ctx, dialect); err != nil {
 		return err
 	}
+	db.optimize(ctx)
 	if db.sealer != nil {
 		if err := db.checkSealer(ctx); err != nil {
 			return err
@@ -243,8 +244,36 @@ func (db *DB) migrate(ctx context.Context, dialect string) error {
 				return err
 			}
 		}
+		if current < statusMigration && len(list) > 0 && list[len(list)-1].version >= statusMigration {
+			// The stored status is derived state: rows from before it get theirs in the same
+			// transaction as the schema, after every migration, so the Go that derives it
+			// reads the schema it was written for.
+			return deriveAll(ctx, tx, db.Now())
+		}
 		return nil
 	})
+}
+
+// statusMigration is the migration that introduced the stored escrow status.
+const statusMigration = 10
+
+// largeChange is how many rows a change touches before the query planner's statistics are
+// refreshed after it.
+const largeChange = 1000
+
+// optimize refreshes SQLite's query-planner statistics where they are missing or stale
+// (PRAGMA optimize, bounded by analysis_limit so it stays quick on a large database). Without
+// statistics SQLite plans "device_id IN (...) AND status = ..." on the index of the second
+// column and walks every key of the fleet. PostgreSQL's autovacuum keeps its own statistics.
+// Best effort: a failure costs speed, never correctness.
+func (db *DB) optimize(ctx context.Context) {
+	if db.dialect != "sqlite" {
+		return
+	}
+	_, _ = db.rw.ExecContext(ctx, `PRAGMA analysis_limit = 1000`)
+	// 0x10002: look at every table, not only those this connection used, and analyze those
+	// whose statistics are missing or off by a factor of 25 or more.
+	_, _ = db.rw.ExecContext(ctx, `PRAGMA optimize = 0x10002`)
 }
 
 type migration struct {
