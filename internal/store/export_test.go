@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"database/sql"
+	"database/sql/driver"
 
 	"github.com/keyward/keyward/internal/escrow"
 )
@@ -40,4 +41,99 @@ func StoredStatus(ctx context.Context, db *DB, deviceID string) (escrow.EscrowSt
 		out[v[0]] = escrow.EscrowStatus(v[1])
 	}
 	return effective(st, until), out, nil
+}
+
+// Statement is one SQL statement the store sent, with its arguments.
+type Statement struct {
+	Query string
+	Args  []any
+}
+
+// TraceStatements makes the pools opened until the returned stop is called record every
+// statement they send to record.
+func TraceStatements(record func(Statement)) (stop func()) {
+	wrapConnector = func(c driver.Connector) driver.Connector { return tracingConnector{c, record} }
+	return func() { wrapConnector = nil }
+}
+
+type tracingConnector struct {
+	driver.Connector
+	record func(Statement)
+}
+
+func (c tracingConnector) Connect(ctx context.Context) (driver.Conn, error) {
+	conn, err := c.Connector.Connect(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return tracingConn{conn, c.record}, nil
+}
+
+// tracingConn forwards everything to the driver's connection and records the statements.
+type tracingConn struct {
+	driver.Conn
+	record func(Statement)
+}
+
+func values(args []driver.NamedValue) []any {
+	out := make([]any, len(args))
+	for i, a := range args {
+		out[i] = a.Value
+	}
+	return out
+}
+
+func (c tracingConn) QueryContext(ctx context.Context, query string, args []driver.NamedValue) (driver.Rows, error) {
+	q, ok := c.Conn.(driver.QueryerContext)
+	if !ok {
+		return nil, driver.ErrSkip
+	}
+	c.record(Statement{query, values(args)})
+	return q.QueryContext(ctx, query, args)
+}
+
+func (c tracingConn) ExecContext(ctx context.Context, query string, args []driver.NamedValue) (driver.Result, error) {
+	e, ok := c.Conn.(driver.ExecerContext)
+	if !ok {
+		return nil, driver.ErrSkip
+	}
+	c.record(Statement{query, values(args)})
+	return e.ExecContext(ctx, query, args)
+}
+
+func (c tracingConn) BeginTx(ctx context.Context, opts driver.TxOptions) (driver.Tx, error) {
+	if b, ok := c.Conn.(driver.ConnBeginTx); ok {
+		return b.BeginTx(ctx, opts)
+	}
+	//lint:ignore SA1019 the same fallback database/sql itself takes
+	return c.Conn.Begin()
+}
+
+func (c tracingConn) PrepareContext(ctx context.Context, query string) (driver.Stmt, error) {
+	c.record(Statement{Query: query})
+	if p, ok := c.Conn.(driver.ConnPrepareContext); ok {
+		return p.PrepareContext(ctx, query)
+	}
+	return c.Conn.Prepare(query)
+}
+
+func (c tracingConn) Ping(ctx context.Context) error {
+	if p, ok := c.Conn.(driver.Pinger); ok {
+		return p.Ping(ctx)
+	}
+	return nil
+}
+
+func (c tracingConn) ResetSession(ctx context.Context) error {
+	if r, ok := c.Conn.(driver.SessionResetter); ok {
+		return r.ResetSession(ctx)
+	}
+	return nil
+}
+
+func (c tracingConn) CheckNamedValue(v *driver.NamedValue) error {
+	if n, ok := c.Conn.(driver.NamedValueChecker); ok {
+		return n.CheckNamedValue(v)
+	}
+	return driver.ErrSkip
 }

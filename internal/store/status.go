@@ -150,8 +150,8 @@ func rederiveStatuses(ctx context.Context, tx dbtx, now time.Time, s escrow.Sett
 	var ids []string
 	for _, q := range []string{
 		`SELECT id FROM devices WHERE escrow_status = 'pending' AND retired_at IS NULL`,
-		`SELECT DISTINCT device_id FROM volumes WHERE missing_escrow_since IS NOT NULL`,
-		`SELECT DISTINCT device_id FROM rotations WHERE status = 'delivered'`,
+		`SELECT device_id FROM volumes WHERE missing_escrow_since IS NOT NULL`,
+		`SELECT device_id FROM rotations WHERE status = 'delivered'`,
 	} {
 		got, err := queryAll(ctx, tx, scanString, q)
 		if err != nil {

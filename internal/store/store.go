@@ -11,6 +11,7 @@ import (
 	"cmp"
 	"context"
 	"database/sql"
+	"database/sql/driver"
 	"embed"
 	"errors"
 	"fmt"
@@ -92,7 +93,7 @@ func openSQLiteFile(ctx context.Context, path, journal string, opts Options) (*D
 	// Purged key material must be gone from the file, not left in free pages.
 	q.Add("_pragma", "secure_delete(ON)")
 	q.Set("_txlock", "immediate")
-	rw, err := sql.Open("sqlite", "file:"+path+"?"+q.Encode())
+	rw, err := openPool("sqlite", "file:"+path+"?"+q.Encode())
 	if err != nil {
 		return nil, fmt.Errorf("open database %s: %w", path, err)
 	}
@@ -101,7 +102,7 @@ func openSQLiteFile(ctx context.Context, path, journal string, opts Options) (*D
 
 	q.Set("_txlock", "deferred")
 	q.Add("_pragma", "query_only(1)")
-	ro, err := sql.Open("sqlite", "file:"+path+"?"+q.Encode())
+	ro, err := openPool("sqlite", "file:"+path+"?"+q.Encode())
 	if err != nil {
 		rw.Close()
 		return nil, fmt.Errorf("open database %s: %w", path, err)
@@ -119,7 +120,7 @@ func openSQLiteFile(ctx context.Context, path, journal string, opts Options) (*D
 // OpenPostgres opens the PostgreSQL database at url (postgres://...) and brings its schema up
 // to date. Several servers may share the database.
 func OpenPostgres(ctx context.Context, url string, opts Options) (*DB, error) {
-	pool, err := sql.Open("pgx", url)
+	pool, err := openPool("pgx", url)
 	if err != nil {
 		return nil, fmt.Errorf("open PostgreSQL: %w", err)
 	}
@@ -149,6 +150,31 @@ func Open(ctx context.Context, url, dataDir string, opts Options) (*DB, error) {
 	}
 	return OpenPostgres(ctx, url, opts)
 }
+
+// wrapConnector, when a test sets it, wraps the connections of the pools opened afterwards: the
+// query-plan test records every statement the store sends.
+var wrapConnector func(driver.Connector) driver.Connector
+
+// openPool opens a pool of the named driver, through wrapConnector when it is set.
+func openPool(driverName, dsn string) (*sql.DB, error) {
+	pool, err := sql.Open(driverName, dsn)
+	if err != nil || wrapConnector == nil {
+		return pool, err
+	}
+	drv := pool.Driver()
+	if err := pool.Close(); err != nil {
+		return nil, err
+	}
+	return sql.OpenDB(wrapConnector(dsnConnector{drv, dsn})), nil
+}
+
+type dsnConnector struct {
+	drv driver.Driver
+	dsn string
+}
+
+func (c dsnConnector) Connect(context.Context) (driver.Conn, error) { return c.drv.Open(c.dsn) }
+func (c dsnConnector) Driver() driver.Driver                        { return c.drv }
 
 // Dialect is "sqlite" or "postgres".
 func (db *DB) Dialect() string { return db.dialect }

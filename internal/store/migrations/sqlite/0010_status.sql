@@ -29,9 +29,12 @@ DROP INDEX devices_by_owner;
 CREATE INDEX devices_by_owner ON devices (owner_key, name, id);
 
 -- What the status rules read for a page of devices, and what a settings change re-derives.
+CREATE INDEX recovery_keys_escrowed ON recovery_keys (device_id, volume_id) WHERE status = 'active' AND kind = 'recoveryPassword';
 CREATE INDEX recovery_keys_mismatch ON recovery_keys (device_id, volume_id) WHERE status = 'active' AND verification = 'mismatch';
 CREATE INDEX volumes_missing_escrow ON volumes (device_id) WHERE missing_escrow_since IS NOT NULL;
 CREATE INDEX rotations_delivered ON rotations (delivered_at) WHERE status = 'delivered';
+-- The maximum-age job's candidates.
+CREATE INDEX recovery_keys_by_age ON recovery_keys (created_at) WHERE status = 'active' AND kind = 'recoveryPassword';
 
 -- The audit log's filters, newest first.
 CREATE INDEX audit_events_by_actor_id ON audit_events (actor_id, seq);
