@@ -242,30 +242,32 @@ func (db *DB) listDevices(ctx context.Context, f escrow.DeviceFilter, match []st
 // neither needs a sort of all its rows.
 func (db *DB) devicePage(ctx context.Context, tx *sql.Tx, f escrow.DeviceFilter, match []string, matchArgs []any, now time.Time,
 	afterName, afterID string, n int) ([]escrow.Device, error) {
-	var alternatives []string
-	switch {
-	case f.Retired || f.EscrowStatus == "":
-	case f.EscrowStatus == escrow.StatusFailed:
-		alternatives = []string{"d.escrow_status = 'failed'", "d.escrow_status = 'pending' AND d.status_until <= $%now"}
+	// Each alternative adds its condition, given the function that adds an argument.
+	alternatives := []func(arg func(any) string) string{func(func(any) string) string { return "" }}
+	switch f.EscrowStatus {
+	case "":
+	case escrow.StatusFailed:
+		alternatives = []func(arg func(any) string) string{
+			func(func(any) string) string { return "d.escrow_status = 'failed'" },
+			func(arg func(any) string) string {
+				return "d.escrow_status = 'pending' AND d.status_until <= " + arg(micros(now))
+			},
+		}
 	default:
-		alternatives = []string{statusIs("d", f.EscrowStatus, "$%now")}
-	}
-	if alternatives == nil {
-		alternatives = []string{""}
+		alternatives[0] = func(arg func(any) string) string {
+			return statusIs("d", f.EscrowStatus, func() string { return arg(micros(now)) })
+		}
 	}
 	var devices []escrow.Device
-	for _, alt := range alternatives {
+	for _, alternative := range alternatives {
 		args := append([]any{}, matchArgs...)
 		arg := func(v any) string { args = append(args, v); return "$" + itoa(len(args)) }
 		where := append([]string{}, match...)
 		scope := scopeCond(f.Scope, "d", arg)
 		where = append(where, scope...)
 		where = append(where, retiredWhere(f.Retired, "d"))
-		if strings.Contains(alt, "$%now") {
-			alt = strings.ReplaceAll(alt, "$%now", arg(micros(now)))
-		}
-		if alt != "" {
-			where = append(where, alt)
+		if c := alternative(arg); c != "" {
+			where = append(where, c)
 		}
 		if afterID != "" {
 			n1, n2 := arg(afterName), arg(afterID)

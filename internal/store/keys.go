@@ -202,11 +202,7 @@ func (db *DB) ListKeys(ctx context.Context, o escrow.Origin, f escrow.KeyFilter)
 	}
 	if f.EscrowStatus != "" {
 		// The device's stored status at the time of the listing (status.go).
-		cond := statusIs("d", f.EscrowStatus, "$%now")
-		if strings.Contains(cond, "$%now") {
-			cond = strings.ReplaceAll(cond, "$%now", arg(micros(db.Now())))
-		}
-		where = append(where, cond)
+		where = append(where, statusIs("d", f.EscrowStatus, func() string { return arg(micros(db.Now())) }))
 	}
 	var after int64
 	if f.Cursor != "" {

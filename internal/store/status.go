@@ -101,17 +101,19 @@ type volumeStatus struct {
 	until  sql.NullInt64
 }
 
-// statusIs is the SQL condition that the device row aliased alias is in status st at the
-// instant in the parameter now (e.g. "$3"): the stored status, where a pending one whose
-// status_until has come is failed.
-func statusIs(alias string, st escrow.EscrowStatus, now string) string {
+// statusIs is the SQL condition that the device row aliased alias is in status st at now: the
+// stored status, where a pending one whose status_until has come is failed. now adds the
+// instant as an argument and returns its placeholder; it is called only when needed.
+func statusIs(alias string, st escrow.EscrowStatus, now func() string) string {
 	switch st {
 	case escrow.StatusFailed:
-		return "(" + alias + ".escrow_status = 'failed' OR (" + alias + ".escrow_status = 'pending' AND " + alias + ".status_until <= " + now + "))"
+		return "(" + alias + ".escrow_status = 'failed' OR (" + alias + ".escrow_status = 'pending' AND " + alias + ".status_until <= " + now() + "))"
 	case escrow.StatusPending:
-		return "(" + alias + ".escrow_status = 'pending' AND (" + alias + ".status_until IS NULL OR " + alias + ".status_until > " + now + "))"
+		return "(" + alias + ".escrow_status = 'pending' AND (" + alias + ".status_until IS NULL OR " + alias + ".status_until > " + now() + "))"
+	case escrow.StatusEscrowed, escrow.StatusNotAvailable:
+		return alias + ".escrow_status = '" + string(st) + "'"
 	}
-	return alias + ".escrow_status = '" + string(st) + "'"
+	return "1 = 0"
 }
 
 // statusBatch is how many devices one derivation query covers.
