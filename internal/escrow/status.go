@@ -110,6 +110,23 @@ func earliest(a, b time.Time) time.Time {
 	return b
 }
 
+// NextChange is the first instant after now at which one of the volume's time rules crosses:
+// its grace period ending, its rotation's deadline; zero when none is ahead. The result of the
+// rules for the volume (its status, or the reason of a failure) can change by itself only
+// there, so a stored result is good until then.
+func (v VolumeState) NextChange(now time.Time, grace time.Duration) time.Time {
+	var at time.Time
+	if m := v.Volume.MissingEscrowSince; !m.IsZero() {
+		if t := m.Add(grace + time.Microsecond); t.After(now) {
+			at = t
+		}
+	}
+	if v.RotationOpen && v.RotationDeadline.After(now) {
+		at = earliest(at, v.RotationDeadline)
+	}
+	return at
+}
+
 // VolumeStatus applies the rules of SPEC §3 to one volume; the first rule that holds wins.
 func VolumeStatus(v VolumeState, now time.Time, grace time.Duration) StatusResult {
 	vol := v.Volume

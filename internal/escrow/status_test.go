@@ -445,6 +445,21 @@ func TestStatusUntil(t *testing.T) {
 		check(t, fmt.Sprintf("device %d %+v", i, vols), func(now time.Time) escrow.StatusResult {
 			return escrow.DeviceStatus(device, vols, now, grace)
 		})
+		// Before the first NextChange of its volumes, the device's whole result stays as it is.
+		var next time.Time
+		for _, v := range vols {
+			if at := v.NextChange(statusNow, grace); !at.IsZero() && (next.IsZero() || at.Before(next)) {
+				next = at
+			}
+		}
+		last := statusNow.Add(1000 * time.Hour)
+		if !next.IsZero() {
+			last = next.Add(-time.Microsecond)
+		}
+		now, later := escrow.DeviceStatus(device, vols, statusNow, grace), escrow.DeviceStatus(device, vols, last, grace)
+		if now.Status != later.Status || now.Why != later.Why || !now.Since.Equal(later.Since) || now.MissingEscrow != later.MissingEscrow {
+			t.Fatalf("device %d %+v: %+v at now, %+v before the next change %v", i, vols, now, later, next)
+		}
 	}
 }
 

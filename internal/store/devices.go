@@ -192,9 +192,10 @@ func (db *DB) detailOf(ctx context.Context, q dbtx, d escrow.Device) (escrow.Dev
 	return details[0], nil
 }
 
-// ListDevices returns a page of devices in name order, with their status, and the cursor of
-// the next page ("" on the last). Every filter is an index range: the escrow status is the
-// stored one (status.go), so a page costs its own rows whatever the size of the fleet.
+// ListDevices returns a page of devices in name order, with their status (not their volumes:
+// GetDevice has those), and the cursor of the next page ("" on the last). Every filter is an
+// index range and the status is the stored one (status.go), so a page costs its own rows
+// whatever the size of the fleet.
 func (db *DB) ListDevices(ctx context.Context, f escrow.DeviceFilter) ([]escrow.DeviceDetail, string, error) {
 	return db.listDevices(ctx, f, nil, nil)
 }
@@ -217,20 +218,27 @@ func (db *DB) listDevices(ctx context.Context, f escrow.DeviceFilter, match []st
 	var next string
 	err := db.read(ctx, func(tx *sql.Tx) error {
 		now := db.Now()
-		devices, err := db.devicePage(ctx, tx, f, match, matchArgs, now, afterName, afterID, f.Limit+1)
+		page, err := db.devicePage(ctx, tx, f, match, matchArgs, now, afterName, afterID, f.Limit+1)
 		if err != nil {
 			return err
 		}
-		if len(devices) > f.Limit {
-			devices = devices[:f.Limit]
-			last := devices[len(devices)-1]
+		if len(page) > f.Limit {
+			page = page[:f.Limit]
+			last := page[len(page)-1].Device
 			next = encodeCursor(last.Name, last.ID)
 		}
 		settings, err := loadSettings(ctx, tx)
 		if err != nil {
 			return err
 		}
-		out, _, err = computeStatus(ctx, tx, devices, now, settings)
+		devices, stored := make([]escrow.Device, len(page)), make([]storedStatus, len(page))
+		for i, l := range page {
+			devices[i], stored[i] = l.Device, l.stored
+		}
+		if err := addTags(ctx, tx, devices); err != nil {
+			return err
+		}
+		out, err = withStored(ctx, tx, devices, stored, now, settings)
 		return err
 	})
 	return out, next, err
@@ -241,7 +249,7 @@ func (db *DB) listDevices(ctx context.Context, f escrow.DeviceFilter, match []st
 // stored failed status or a pending one that ran out: two index ranges, merged here, so that
 // neither needs a sort of all its rows.
 func (db *DB) devicePage(ctx context.Context, tx *sql.Tx, f escrow.DeviceFilter, match []string, matchArgs []any, now time.Time,
-	afterName, afterID string, n int) ([]escrow.Device, error) {
+	afterName, afterID string, n int) ([]listedDevice, error) {
 	// Each alternative adds its condition, given the function that adds an argument.
 	alternatives := []func(arg func(any) string) string{func(func(any) string) string { return "" }}
 	switch f.EscrowStatus {
@@ -258,7 +266,7 @@ func (db *DB) devicePage(ctx context.Context, tx *sql.Tx, f escrow.DeviceFilter,
 			return statusIs("d", f.EscrowStatus, func() string { return arg(micros(now)) })
 		}
 	}
-	var devices []escrow.Device
+	var devices []listedDevice
 	for _, alternative := range alternatives {
 		args := append([]any{}, matchArgs...)
 		arg := func(v any) string { args = append(args, v); return "$" + itoa(len(args)) }
@@ -273,16 +281,19 @@ func (db *DB) devicePage(ctx context.Context, tx *sql.Tx, f escrow.DeviceFilter,
 			n1, n2 := arg(afterName), arg(afterID)
 			where = append(where, "(d.name > "+n1+" OR (d.name = "+n1+" AND d.id > "+n2+"))")
 		}
-		query := `SELECT ` + prefixColumns("d.", deviceColumns) + ` FROM devices d WHERE ` + strings.Join(where, " AND ") +
+		query := `SELECT ` + prefixColumns("d.", deviceColumns+", "+storedColumns) + ` FROM devices d WHERE ` + strings.Join(where, " AND ") +
 			" ORDER BY d.name, d.id LIMIT " + itoa(n)
-		page, err := queryDevices(ctx, tx, query, args)
+		page, err := queryAll(ctx, tx, func(s scanner) (listedDevice, error) {
+			d, st, err := scanStored(s)
+			return listedDevice{d, st}, err
+		}, query, args...)
 		if err != nil {
 			return nil, err
 		}
 		devices = append(devices, page...)
 	}
 	if len(alternatives) > 1 {
-		slices.SortFunc(devices, func(a, b escrow.Device) int {
+		slices.SortFunc(devices, func(a, b listedDevice) int {
 			return cmp.Or(strings.Compare(a.Name, b.Name), strings.Compare(a.ID, b.ID))
 		})
 		if len(devices) > n {
@@ -290,6 +301,12 @@ func (db *DB) devicePage(ctx context.Context, tx *sql.Tx, f escrow.DeviceFilter,
 		}
 	}
 	return devices, nil
+}
+
+// listedDevice is a device row of a listing with its stored status.
+type listedDevice struct {
+	escrow.Device
+	stored storedStatus
 }
 
 // queryAll runs a query and scans every row with scan.
@@ -371,16 +388,18 @@ func (db *DB) withStatus(ctx context.Context, q dbtx, devices []escrow.Device) (
 	if err != nil {
 		return nil, err
 	}
-	out, _, err := computeStatus(ctx, q, devices, db.Now(), settings)
+	out, _, _, err := computeStatus(ctx, q, devices, db.Now(), settings)
 	return out, err
 }
 
 // computeStatus loads the volumes of the devices and applies the escrow-status rules at now.
-// It also returns what each volume's row holds of its stored status.
-func computeStatus(ctx context.Context, q dbtx, devices []escrow.Device, now time.Time, s escrow.Settings) ([]escrow.DeviceDetail, map[volKey]volumeStatus, error) {
+// It also returns what each volume's row holds of its stored status and, per device, the first
+// instant at which the result may change by itself (escrow.VolumeState.NextChange).
+func computeStatus(ctx context.Context, q dbtx, devices []escrow.Device, now time.Time, s escrow.Settings) ([]escrow.DeviceDetail, map[volKey]volumeStatus, map[string]time.Time, error) {
 	out := make([]escrow.DeviceDetail, len(devices))
+	recheck := map[string]time.Time{}
 	if len(devices) == 0 {
-		return out, nil, nil
+		return out, nil, recheck, nil
 	}
 	ids := make([]string, len(devices))
 	for i, d := range devices {
@@ -388,12 +407,15 @@ func computeStatus(ctx context.Context, q dbtx, devices []escrow.Device, now tim
 	}
 	states, stored, err := loadVolumeStates(ctx, q, ids, s)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	for i, d := range devices {
 		out[i].Device = d
 		var present []escrow.VolumeState
 		for _, vs := range states[d.ID] {
+			if at := vs.NextChange(now, s.EscrowGracePeriod); !at.IsZero() && (recheck[d.ID].IsZero() || at.Before(recheck[d.ID])) {
+				recheck[d.ID] = at
+			}
 			vd := escrow.VolumeDetail{Volume: vs.Volume, Status: escrow.VolumeStatus(vs, now, s.EscrowGracePeriod)}
 			out[i].Volumes = append(out[i].Volumes, vd)
 			if vs.Volume.Present {
@@ -405,7 +427,7 @@ func computeStatus(ctx context.Context, q dbtx, devices []escrow.Device, now tim
 		}
 		out[i].Status = escrow.DeviceStatus(d, present, now, s.EscrowGracePeriod)
 	}
-	return out, stored, nil
+	return out, stored, recheck, nil
 }
 
 type volKey struct{ device, volume string }

@@ -77,30 +77,27 @@ func (db *DB) StreamEscrowReport(ctx context.Context, scope escrow.Scope, page e
 				"d.listed_from <= "+arg(micros(now)))
 			at, id := arg(afterAt), arg(afterID)
 			where = append(where, "(d.listed_from > "+at+" OR (d.listed_from = "+at+" AND d.id > "+id+"))")
-			rows, err := tx.QueryContext(ctx, `SELECT `+prefixColumns("d.", deviceColumns)+`, d.listed_from FROM devices d WHERE `+
+			rows, err := tx.QueryContext(ctx, `SELECT `+prefixColumns("d.", deviceColumns+", "+storedColumns)+` FROM devices d WHERE `+
 				strings.Join(where, " AND ")+` ORDER BY d.listed_from, d.id LIMIT `+itoa(batch), args...)
 			if err != nil {
 				return err
 			}
 			var devices []escrow.Device
+			var stored []storedStatus
 			var listed []int64
 			for rows.Next() {
-				var l int64
-				d, err := scanDevice(rows, &l)
+				d, st, err := scanStored(rows)
 				if err != nil {
 					rows.Close()
 					return err
 				}
-				devices, listed = append(devices, d), append(listed, l)
+				devices, stored, listed = append(devices, d), append(stored, st), append(listed, st.liste.Int64)
 			}
 			rows.Close()
 			if err := rows.Err(); err != nil {
 				return err
 			}
-			if err := addTags(ctx, tx, devices); err != nil {
-				return err
-			}
-			details, _, err := computeStatus(ctx, tx, devices, now, settings)
+			details, err := withStored(ctx, tx, devices, stored, now, settings)
 			if err != nil {
 				return err
 			}

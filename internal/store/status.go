@@ -36,10 +36,57 @@ func refreshDeviceStatus(ctx context.Context, tx dbtx, deviceID string, now time
 	return storeStatuses(ctx, tx, []string{deviceID}, now, settings)
 }
 
-// storedStatus is what a device row holds of its status, to write only what changed.
+// storedStatus is what a device row holds of its status.
 type storedStatus struct {
-	status              string
-	since, until, liste sql.NullInt64
+	status, why                  string
+	missing                      bool
+	since, until, liste, recheck sql.NullInt64
+}
+
+// storedColumns are the device row's stored status, in the order scanStored reads them.
+const storedColumns = `escrow_status, status_why, status_missing, status_since, status_until, listed_from, recheck_at`
+
+// scanStored scans a row of deviceColumns then storedColumns.
+func scanStored(s scanner) (escrow.Device, storedStatus, error) {
+	var st storedStatus
+	d, err := scanDevice(s, &st.status, &st.why, &st.missing, &st.since, &st.until, &st.liste, &st.recheck)
+	return d, st, err
+}
+
+// result is the stored status as the rules gave it, and whether it still holds at now: false
+// once recheck_at has come (a grace period or rotation timeout of one of its volumes ran out,
+// escrow.VolumeState.NextChange), when the rules must be applied again.
+func (st storedStatus) result(now time.Time) (escrow.StatusResult, bool) {
+	r := escrow.StatusResult{Status: escrow.EscrowStatus(st.status), Why: st.why, MissingEscrow: st.missing,
+		Since: fromMicros(st.since), Until: fromMicros(st.until)}
+	return r, r.Status != "" && !(st.recheck.Valid && st.recheck.Int64 <= micros(now))
+}
+
+// withStored returns the devices' status from what their rows hold, applying the rules again
+// (loading volumes) only to the rows whose recheck_at has come. Listings read this way cost a
+// row per device; the details (volumes) come from GetDevice.
+func withStored(ctx context.Context, q dbtx, devices []escrow.Device, stored []storedStatus, now time.Time, s escrow.Settings) ([]escrow.DeviceDetail, error) {
+	out := make([]escrow.DeviceDetail, len(devices))
+	var again []escrow.Device
+	var at []int
+	for i, d := range devices {
+		r, ok := stored[i].result(now)
+		out[i] = escrow.DeviceDetail{Device: d, Status: r}
+		if !ok {
+			again, at = append(again, d), append(at, i)
+		}
+	}
+	if len(again) == 0 {
+		return out, nil
+	}
+	details, _, _, err := computeStatus(ctx, q, again, now, s)
+	if err != nil {
+		return nil, err
+	}
+	for j, i := range at {
+		out[i].Status = details[j].Status
+	}
+	return out, nil
 }
 
 // storeStatuses derives and stores the status of the devices (any number; callers batch them)
@@ -48,7 +95,7 @@ func storeStatuses(ctx context.Context, tx dbtx, ids []string, now time.Time, s 
 	if len(ids) == 0 {
 		return nil
 	}
-	rows, err := tx.QueryContext(ctx, `SELECT `+deviceColumns+`, escrow_status, status_since, status_until, listed_from
+	rows, err := tx.QueryContext(ctx, `SELECT `+deviceColumns+`, `+storedColumns+`
 		FROM devices WHERE id IN (`+placeholders(1, len(ids))+`)`, anys(ids)...)
 	if err != nil {
 		return err
@@ -56,8 +103,7 @@ func storeStatuses(ctx context.Context, tx dbtx, ids []string, now time.Time, s 
 	var devices []escrow.Device
 	stored := map[string]storedStatus{}
 	for rows.Next() {
-		var st storedStatus
-		d, err := scanDevice(rows, &st.status, &st.since, &st.until, &st.liste)
+		d, st, err := scanStored(rows)
 		if err != nil {
 			rows.Close()
 			return err
@@ -69,16 +115,18 @@ func storeStatuses(ctx context.Context, tx dbtx, ids []string, now time.Time, s 
 	if err := rows.Err(); err != nil {
 		return err
 	}
-	details, storedVolumes, err := computeStatus(ctx, tx, devices, now, s)
+	details, storedVolumes, recheck, err := computeStatus(ctx, tx, devices, now, s)
 	if err != nil {
 		return err
 	}
 	for _, d := range details {
-		want := storedStatus{status: string(d.Status.Status), since: nullMicros(d.Status.Since), until: nullMicros(d.Status.Until),
-			liste: nullMicros(escrow.ListedFrom(d.Status, s.EscrowGracePeriod))}
+		want := storedStatus{status: string(d.Status.Status), why: d.Status.Why, missing: d.Status.MissingEscrow,
+			since: nullMicros(d.Status.Since), until: nullMicros(d.Status.Until),
+			liste: nullMicros(escrow.ListedFrom(d.Status, s.EscrowGracePeriod)), recheck: nullMicros(recheck[d.ID])}
 		if want != stored[d.ID] {
-			if _, err := tx.ExecContext(ctx, `UPDATE devices SET escrow_status = $2, status_since = $3, status_until = $4, listed_from = $5
-				WHERE id = $1`, d.ID, want.status, want.since, want.until, want.liste); err != nil {
+			if _, err := tx.ExecContext(ctx, `UPDATE devices SET escrow_status = $2, status_why = $3, status_missing = $4,
+				status_since = $5, status_until = $6, listed_from = $7, recheck_at = $8 WHERE id = $1`,
+				d.ID, want.status, want.why, want.missing, want.since, want.until, want.liste, want.recheck); err != nil {
 				return err
 			}
 		}
@@ -176,17 +224,18 @@ func rederiveStatuses(ctx context.Context, tx dbtx, now time.Time, s escrow.Sett
 	return len(seen), nil
 }
 
-// settleStatuses stores the failed status of devices whose pending status ran out (status_until
-// has come), a batch per transaction. Queries are exact without it; it keeps the number of
-// such rows, which counts and filters read beside the counters, small.
+// settleStatuses stores again the status of devices whose stored result may have changed by
+// itself (recheck_at has come: a pending status ran out, or a failed device's reason moved to
+// another volume), a batch per transaction. Queries are exact without it; it keeps the number
+// of such rows, which counts, filters and listings treat apart, small.
 func (db *DB) settleStatuses(ctx context.Context) (int, error) {
 	settled := 0
 	for {
 		now := db.Now()
 		n := 0
 		err := db.write(ctx, func(tx *sql.Tx) error {
-			ids, err := queryAll(ctx, tx, scanString, `SELECT id FROM devices WHERE status_until IS NOT NULL AND retired_at IS NULL
-				AND status_until <= $1 LIMIT `+itoa(statusBatch), micros(now))
+			ids, err := queryAll(ctx, tx, scanString, `SELECT id FROM devices WHERE recheck_at IS NOT NULL AND recheck_at <= $1
+				LIMIT `+itoa(statusBatch), micros(now))
 			if err != nil {
 				return err
 			}

@@ -248,8 +248,10 @@ func (f *fleet) check(step int) {
 	want, wantLab := escrow.NewStatusCounts(), escrow.NewStatusCounts()
 	byStatus, labByStatus := map[escrow.EscrowStatus][]string{}, map[escrow.EscrowStatus][]string{}
 	var problems []string
+	computed := map[string]escrow.StatusResult{}
 	for _, d := range f.devices {
 		detail := e.device(d.en.DeviceID) // the rules, applied afresh to everything stored
+		computed[detail.ID] = detail.Status
 		st, volumes, err := store.StoredStatus(e.ctx, e.db, d.en.DeviceID)
 		if err != nil {
 			t.Fatal(err)
@@ -301,6 +303,11 @@ func (f *fleet) check(step int) {
 			}
 			for _, d := range page {
 				listed = append(listed, d.ID)
+				// What a listing shows is the stored result: the same as the rules, reason and all.
+				if c := computed[d.ID]; d.Status.Status != c.Status || d.Status.Why != c.Why || !d.Status.Since.Equal(c.Since) ||
+					d.Status.MissingEscrow != c.MissingEscrow {
+					fail("device %s listed with %+v, the rules give %+v", d.ID, d.Status, c)
+				}
 			}
 			if next == "" {
 				slices.Sort(listed)
@@ -324,8 +331,8 @@ func (f *fleet) check(step int) {
 	}
 	var reported []string
 	for _, p := range rep.Problems {
-		if p.Problem != escrow.ProblemAt(p.Status, now, settings.EscrowGracePeriod) {
-			fail("report lists %s as %q for %+v", p.Device.ID, p.Problem, p.Status)
+		if c := computed[p.Device.ID]; p.Problem != escrow.ProblemAt(c, now, settings.EscrowGracePeriod) || p.Status.Why != c.Why {
+			fail("report lists %s as %q for %+v, the rules give %+v", p.Device.ID, p.Problem, p.Status, c)
 		}
 		reported = append(reported, p.Device.ID)
 	}

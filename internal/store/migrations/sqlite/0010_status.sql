@@ -11,6 +11,9 @@ ALTER TABLE devices ADD COLUMN escrow_status TEXT NOT NULL DEFAULT '';
 ALTER TABLE devices ADD COLUMN status_since BIGINT; -- when the condition behind the status began, if known
 ALTER TABLE devices ADD COLUMN status_until BIGINT; -- pending only: when it becomes failed by itself
 ALTER TABLE devices ADD COLUMN listed_from BIGINT;  -- when the escrow report starts listing the device
+ALTER TABLE devices ADD COLUMN status_why TEXT NOT NULL DEFAULT ''; -- the rules' reason, as listings show it
+ALTER TABLE devices ADD COLUMN status_missing BOOLEAN NOT NULL DEFAULT FALSE; -- failed for missing escrow
+ALTER TABLE devices ADD COLUMN recheck_at BIGINT; -- when the stored result (status or reason) may change by itself
 ALTER TABLE devices ADD COLUMN name_key TEXT NOT NULL DEFAULT ''; -- lower case, for search by name prefix
 UPDATE devices SET name_key = lower(name); -- SQLite's lower() is ASCII only, as the server's
 ALTER TABLE volumes ADD COLUMN escrow_status TEXT NOT NULL DEFAULT '';
@@ -23,6 +26,7 @@ CREATE INDEX devices_in_service ON devices (name, id) WHERE retired_at IS NULL;
 CREATE INDEX devices_retired ON devices (name, id) WHERE retired_at IS NOT NULL;
 CREATE INDEX devices_by_status ON devices (escrow_status, name, id) WHERE retired_at IS NULL;
 CREATE INDEX devices_by_until ON devices (status_until) WHERE status_until IS NOT NULL AND retired_at IS NULL;
+CREATE INDEX devices_by_recheck ON devices (recheck_at) WHERE recheck_at IS NOT NULL;
 CREATE INDEX devices_by_listed ON devices (listed_from, id) WHERE listed_from IS NOT NULL AND retired_at IS NULL;
 CREATE INDEX devices_by_name_key ON devices (name_key, id);
 DROP INDEX devices_by_owner;
