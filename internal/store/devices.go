@@ -327,22 +327,6 @@ func queryAll[T any](ctx context.Context, q dbtx, scan func(scanner) (T, error),
 	return out, rows.Err()
 }
 
-func queryDevices(ctx context.Context, q dbtx, query string, args []any) ([]escrow.Device, error) {
-	devices, err := queryAll(ctx, q, func(s scanner) (escrow.Device, error) { return scanDevice(s) }, query, args...)
-	if err != nil {
-		return nil, err
-	}
-	ids := make([]string, len(devices))
-	for i, d := range devices {
-		ids[i] = d.ID
-	}
-	tags, err := loadTags(ctx, q, ids)
-	for i := range devices {
-		devices[i].Tags = tags[devices[i].ID]
-	}
-	return devices, err
-}
-
 // retiredWhere is the SQL condition selecting the devices in service (retired false) or the
 // retired ones, on the devices table aliased as alias. Retired devices leave the compliance
 // views (device list, escrow report, census) unless asked for.
