@@ -97,7 +97,12 @@ func (db *DB) purgeExpired(ctx context.Context) (int, error) {
 			purged++
 			e := systemOrigin().Event(escrow.ActionKeyPurge, escrow.OutcomeSuccess)
 			e.DeviceID, e.KeyID, e.Detail = r.deviceID, r.keyID, "retention ended; key material destroyed"
-			return db.appendEvent(ctx, tx, e)
+			if err := db.appendEvent(ctx, tx, e); err != nil {
+				return err
+			}
+			// Only active keys count for the status today; a purge still keeps it current, so
+			// that no change to keys can leave it behind.
+			return refreshDeviceStatus(ctx, tx, r.deviceID, now)
 		})
 		if err != nil {
 			return purged, err
