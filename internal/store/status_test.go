@@ -342,3 +342,70 @@ func (f *fleet) check(step int) {
 		fail("escrow report lists %v, the rules %v", reported, problems)
 	}
 }
+
+// TestStatusMigrationDerivesExistingRows takes a database back to before the stored status (the
+// schema of migration 0010 undone, its record deleted, as for a database where later migrations
+// were applied first) and opens it: the migration fills the gap and derives every device's
+// status, reason and counters from the rows already there, in its own transaction.
+func TestStatusMigrationDerivesExistingRows(t *testing.T) {
+	e := newEnv(t)
+	devices := seedFleet(t, e, 60)
+	e.clock.Advance(2 * time.Hour)
+	want, err := e.db.Census(e.ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := e.db.Close(); err != nil {
+		t.Fatal(err)
+	}
+	raw := e.raw()
+	undo := []string{
+		`DROP TABLE status_counts`,
+		`DELETE FROM schema_migrations WHERE version = 10`,
+		// A later migration already recorded, as when it was merged and applied first.
+		`INSERT INTO schema_migrations (version, applied_at) VALUES (99, 0)`,
+		`CREATE INDEX devices_by_name ON devices (name, id)`,
+		`DROP INDEX devices_by_owner`,
+		`CREATE INDEX devices_by_owner ON devices (owner_key)`,
+	}
+	if onPostgres() {
+		undo = append(undo, `DROP TRIGGER devices_count ON devices`, `DROP TRIGGER recovery_keys_count ON recovery_keys`,
+			`DROP FUNCTION count_device_status`, `DROP FUNCTION count_key_status`)
+	} else {
+		for _, tr := range []string{"devices_count_insert", "devices_count_update", "devices_count_delete",
+			"recovery_keys_count_insert", "recovery_keys_count_update", "recovery_keys_count_delete"} {
+			undo = append(undo, `DROP TRIGGER `+tr)
+		}
+	}
+	for _, ix := range []string{"devices_in_service", "devices_retired", "devices_by_status", "devices_by_until", "devices_by_recheck",
+		"devices_by_listed", "devices_by_name_key", "recovery_keys_escrowed", "recovery_keys_mismatch", "volumes_missing_escrow",
+		"rotations_delivered", "recovery_keys_by_age", "audit_events_by_actor_id", "audit_events_by_actor_name",
+		"audit_events_by_source", "audit_events_by_outcome", "audit_events_by_time"} {
+		undo = append(undo, `DROP INDEX `+ix)
+	}
+	for _, c := range []string{"escrow_status", "status_since", "status_until", "listed_from", "status_why", "status_missing", "recheck_at", "name_key"} {
+		undo = append(undo, `ALTER TABLE devices DROP COLUMN `+c)
+	}
+	undo = append(undo, `ALTER TABLE volumes DROP COLUMN escrow_status`, `ALTER TABLE volumes DROP COLUMN status_until`)
+	for _, q := range undo {
+		e.exec(raw, q)
+	}
+
+	e.db = e.open()
+	got, err := e.db.Census(e.ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("census after the migration %v, before %v", got, want)
+	}
+	for _, d := range devices {
+		st, _, err := store.StoredStatus(e.ctx, e.db, d.DeviceID)
+		if err != nil || st != e.status(d.DeviceID) {
+			t.Errorf("device %s: stored %q (%v), the rules give %q", d.DeviceID, st, err, e.status(d.DeviceID))
+		}
+	}
+	if page, _, err := e.db.SearchDevices(e.ctx, adminOrigin, escrow.DeviceFilter{Scope: allScope}, "LT-000001"); err != nil || len(page) != 1 {
+		t.Errorf("search by name after the migration: %d devices, %v", len(page), err)
+	}
+}

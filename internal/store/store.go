@@ -250,15 +250,23 @@ func (db *DB) migrate(ctx context.Context, dialect string) error {
 		if _, err := tx.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY, applied_at BIGINT NOT NULL)`); err != nil {
 			return err
 		}
-		var current int64
-		if err := tx.QueryRowContext(ctx, `SELECT COALESCE(MAX(version), 0) FROM schema_migrations`).Scan(&current); err != nil {
+		// Every migration not yet recorded is applied, in order, not only those above the
+		// highest recorded: work merged in another order than its numbers leaves gaps (a
+		// database at 12 without 10), which the next start fills.
+		versions, err := queryAll(ctx, tx, func(s scanner) (int64, error) {
+			var v int64
+			return v, s.Scan(&v)
+		}, `SELECT version FROM schema_migrations`)
+		if err != nil {
 			return err
 		}
+		derive := false
 		for _, m := range list {
 			version, name := m.version, m.name
-			if version <= current {
+			if slices.Contains(versions, version) {
 				continue
 			}
+			derive = derive || version == statusMigration
 			body, err := migrations.ReadFile(dir + "/" + name)
 			if err != nil {
 				return err
@@ -270,7 +278,7 @@ func (db *DB) migrate(ctx context.Context, dialect string) error {
 				return err
 			}
 		}
-		if current < statusMigration && len(list) > 0 && list[len(list)-1].version >= statusMigration {
+		if derive {
 			// The stored status is derived state: rows from before it get theirs in the same
 			// transaction as the schema, after every migration, so the Go that derives it
 			// reads the schema it was written for.
