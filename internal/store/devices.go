@@ -258,7 +258,9 @@ func (db *DB) devicePage(ctx context.Context, tx *sql.Tx, f escrow.DeviceFilter,
 		alternatives = []func(arg func(any) string) string{
 			func(func(any) string) string { return "d.escrow_status = 'failed'" },
 			func(arg func(any) string) string {
-				return "d.escrow_status = 'pending' AND d.status_until <= " + arg(micros(now))
+				// Only pending rows have a status_until: this is the range of devices_by_until,
+				// the few rows that ran out since the jobs last settled them, not every pending one.
+				return "d.status_until IS NOT NULL AND d.status_until <= " + arg(micros(now))
 			},
 		}
 	default:
