@@ -250,7 +250,7 @@ func (s *Server) Serve(ctx context.Context) error {
 		}
 		if res != (store.JobResult{}) {
 			s.Log.Info("background jobs", slog.Int("purged", res.Purged), slog.Int("rotationsTimedOut", res.TimedOut),
-				slog.Int("maxKeyAgeRotations", res.AgeRotations))
+				slog.Int("maxKeyAgeRotations", res.AgeRotations), slog.Int("statusesSettled", res.Settled))
 		}
 	})
 	// SIGHUP re-reads the master key file: after copying a rotated file to this server, the

@@ -48,7 +48,8 @@ type Store interface {
 	RevokeAPIToken(ctx context.Context, o escrow.Origin, id, owner string) error
 	Settings(ctx context.Context) (escrow.Settings, error)
 	UpdateSettings(ctx context.Context, o escrow.Origin, change map[string]string) (escrow.Settings, error)
-	EscrowReport(ctx context.Context, scope escrow.Scope) (escrow.EscrowReport, error)
+	StreamEscrowReport(ctx context.Context, scope escrow.Scope, page escrow.ReportPage,
+		head func(escrow.EscrowReport) error, fn func(escrow.ReportProblem) error) (escrow.EscrowReport, error)
 }
 
 // Metrics is what the API needs from the server's metrics: the handler that writes them, served

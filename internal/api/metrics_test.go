@@ -251,7 +251,7 @@ func TestMetricsStoreDown(t *testing.T) {
 	e.enroll("LT-0042", "")
 	// Break what the census reads and nothing that authentication needs.
 	raw := openRaw(t, e.dir)
-	if _, err := raw.Exec(`ALTER TABLE recovery_keys RENAME TO recovery_keys_gone`); err != nil {
+	if _, err := raw.Exec(`ALTER TABLE status_counts RENAME TO status_counts_gone`); err != nil {
 		t.Fatal(err)
 	}
 	s := e.scrape(e.admin)
@@ -271,7 +271,7 @@ func TestMetricsStoreDown(t *testing.T) {
 	}
 
 	// Repaired, the next census after the cache time counts again.
-	if _, err := raw.Exec(`ALTER TABLE recovery_keys_gone RENAME TO recovery_keys`); err != nil {
+	if _, err := raw.Exec(`ALTER TABLE status_counts_gone RENAME TO status_counts`); err != nil {
 		t.Fatal(err)
 	}
 	e.clock.Advance(16 * time.Second)

@@ -443,7 +443,17 @@ type EscrowReport struct {
 	GeneratedAt time.Time
 	Total       int
 	Counts      map[EscrowStatus]int
-	Problems    []ReportProblem
+	// Problems are the listed devices, where a caller collects them; NextCursor continues a
+	// list cut at a page's limit ("" at its end).
+	Problems   []ReportProblem
+	NextCursor string
+}
+
+// ReportPage selects part of an escrow report's list: Limit devices (0: all of them) after
+// Cursor (a NextCursor of an earlier answer; "" from the start).
+type ReportPage struct {
+	Cursor string
+	Limit  int
 }
 
 // Census counts the whole fleet: devices by escrow status and keys by status, every status

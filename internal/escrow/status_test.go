@@ -1,6 +1,8 @@
 package escrow_test
 
 import (
+	"fmt"
+	"math/rand/v2"
 	"strings"
 	"testing"
 	"time"
@@ -351,5 +353,145 @@ func TestEscrowStatusValid(t *testing.T) {
 	}
 	if escrow.DefaultGracePeriod != time.Hour {
 		t.Errorf("DefaultGracePeriod = %v, want 1h (SPEC §3)", escrow.DefaultGracePeriod)
+	}
+}
+
+func TestRotationTimeout(t *testing.T) {
+	deadline := statusNow.Add(10 * time.Minute)
+	delivered := escrow.VolumeState{Volume: encrypted("C:"), RotationOpen: true, RotationSince: rotationAt, RotationDeadline: deadline}
+	got := escrow.VolumeStatus(delivered, statusNow, grace)
+	if got.Status != escrow.StatusPending || !got.Until.Equal(deadline) {
+		t.Errorf("delivered rotation before its deadline = %q until %v, want pending until %v", got.Status, got.Until, deadline)
+	}
+	got = escrow.VolumeStatus(delivered, deadline, grace)
+	if got.Status != escrow.StatusFailed || !got.Since.Equal(deadline) || !strings.Contains(got.Why, "timeout") {
+		t.Errorf("delivered rotation at its deadline = %+v, want failed since the deadline for the timeout", got)
+	}
+	requested := delivered
+	requested.RotationDeadline = time.Time{}
+	if got := escrow.VolumeStatus(requested, statusNow.Add(100*time.Hour), grace); got.Status != escrow.StatusPending || !got.Until.IsZero() {
+		t.Errorf("requested rotation much later = %q until %v, want pending for good: an offline device is no failure", got.Status, got.Until)
+	}
+	closed := delivered
+	closed.RotationOpen = false
+	if got := escrow.VolumeStatus(closed, deadline, grace); got.Status != escrow.StatusEscrowed {
+		t.Errorf("a closed rotation's deadline = %q, want escrowed", got.Status)
+	}
+}
+
+// TestStatusUntil holds Until to its definition for many generated volumes and devices: the
+// status is the same at every instant before Until and failed at Until; with no Until it is
+// the same a long time later.
+func TestStatusUntil(t *testing.T) {
+	rng := rand.New(rand.NewPCG(1, 2))
+	offsets := []time.Duration{0, time.Microsecond, time.Minute, 59 * time.Minute, grace, grace + time.Microsecond, 2 * grace}
+	pick := func() time.Duration { return offsets[rng.IntN(len(offsets))] }
+	genVolume := func(mount string) escrow.VolumeState {
+		var v escrow.Volume
+		switch rng.IntN(4) {
+		case 0:
+			v = decrypted(mount)
+		case 1:
+			v = suspended(mount)
+		default:
+			v = encrypted(mount)
+		}
+		if rng.IntN(3) == 0 {
+			v = encrypting(v)
+		}
+		if rng.IntN(2) == 0 {
+			v = missingSince(v, pick())
+		}
+		if rng.IntN(8) == 0 {
+			v = failing(v, "escrow failed")
+		}
+		s := escrow.VolumeState{Volume: v, Mismatch: rng.IntN(10) == 0}
+		if rng.IntN(3) == 0 {
+			s.RotationOpen, s.RotationSince = true, rotationAt
+			if rng.IntN(2) == 0 {
+				s.RotationDeadline = statusNow.Add(-grace).Add(pick())
+			}
+		}
+		return s
+	}
+	device := escrow.Device{ID: "6b1f0a52-8f7e-4a57-9a0e-4f1c3f7f2d10", Name: "LT-0042", EnrolledAt: enrolledAt, ReportedAt: statusNow.Add(-time.Minute)}
+	check := func(t *testing.T, what string, at func(time.Time) escrow.StatusResult) {
+		t.Helper()
+		r := at(statusNow)
+		if r.Until.IsZero() {
+			if later := at(statusNow.Add(1000 * time.Hour)); later.Status != r.Status {
+				t.Fatalf("%s: %q with no Until, but %q later", what, r.Status, later.Status)
+			}
+			return
+		}
+		if r.Status != escrow.StatusPending || !r.Until.After(statusNow) {
+			t.Fatalf("%s: %q until %v, want Until only on pending and after now", what, r.Status, r.Until)
+		}
+		if before := at(r.Until.Add(-time.Microsecond)); before.Status != r.Status {
+			t.Fatalf("%s: %q at now but %q just before Until %v", what, r.Status, before.Status, r.Until)
+		}
+		if after := at(r.Until); after.Status != escrow.StatusFailed {
+			t.Fatalf("%s: %q at Until %v, want failed", what, after.Status, r.Until)
+		}
+	}
+	for i := range 3000 {
+		vols := make([]escrow.VolumeState, 1+rng.IntN(3))
+		for j := range vols {
+			vols[j] = genVolume(string(rune('C'+j)) + ":")
+		}
+		check(t, fmt.Sprintf("volume %d %+v", i, vols[0]), func(now time.Time) escrow.StatusResult {
+			return escrow.VolumeStatus(vols[0], now, grace)
+		})
+		check(t, fmt.Sprintf("device %d %+v", i, vols), func(now time.Time) escrow.StatusResult {
+			return escrow.DeviceStatus(device, vols, now, grace)
+		})
+		// Before the first NextChange of its volumes, the device's whole result stays as it is.
+		var next time.Time
+		for _, v := range vols {
+			if at := v.NextChange(statusNow, grace); !at.IsZero() && (next.IsZero() || at.Before(next)) {
+				next = at
+			}
+		}
+		last := statusNow.Add(1000 * time.Hour)
+		if !next.IsZero() {
+			last = next.Add(-time.Microsecond)
+		}
+		now, later := escrow.DeviceStatus(device, vols, statusNow, grace), escrow.DeviceStatus(device, vols, last, grace)
+		if now.Status != later.Status || now.Why != later.Why || !now.Since.Equal(later.Since) || now.MissingEscrow != later.MissingEscrow {
+			t.Fatalf("device %d %+v: %+v at now, %+v before the next change %v", i, vols, now, later, next)
+		}
+	}
+}
+
+func TestProblemAndListedFrom(t *testing.T) {
+	tests := []struct {
+		name   string
+		result escrow.StatusResult
+		want   string
+		listed time.Time
+	}{
+		{"escrowed is never listed", escrow.StatusResult{Status: escrow.StatusEscrowed}, "", time.Time{}},
+		{"notAvailable is never listed", escrow.StatusResult{Status: escrow.StatusNotAvailable}, "", time.Time{}},
+		{"failed is listed from its start", escrow.StatusResult{Status: escrow.StatusFailed, Since: failureAt}, escrow.ProblemFailed, failureAt},
+		{"failed without a start is listed from the beginning", escrow.StatusResult{Status: escrow.StatusFailed}, escrow.ProblemFailed, time.Unix(0, 0)},
+		{"missing escrow", escrow.StatusResult{Status: escrow.StatusFailed, Since: failureAt, MissingEscrow: true}, escrow.ProblemMissingEscrow, failureAt},
+		{"pending within grace is listed once past it", escrow.StatusResult{Status: escrow.StatusPending, Since: rotationAt},
+			"", rotationAt.Add(grace + time.Microsecond)},
+		{"pending past grace", escrow.StatusResult{Status: escrow.StatusPending, Since: statusNow.Add(-2 * grace)},
+			escrow.ProblemPendingTooLong, statusNow.Add(-grace + time.Microsecond)},
+		{"pending that fails before its grace ends is listed when it fails",
+			escrow.StatusResult{Status: escrow.StatusPending, Since: rotationAt, Until: statusNow.Add(time.Minute)}, "", statusNow.Add(time.Minute)},
+		{"pending with no start is listed when it fails", escrow.StatusResult{Status: escrow.StatusPending, Until: statusNow.Add(time.Minute)}, "", statusNow.Add(time.Minute)},
+		{"pending with neither is never listed", escrow.StatusResult{Status: escrow.StatusPending}, "", time.Time{}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := escrow.ProblemAt(tt.result, statusNow, grace); got != tt.want {
+				t.Errorf("ProblemAt = %q, want %q", got, tt.want)
+			}
+			if got := escrow.ListedFrom(tt.result, grace); !got.Equal(tt.listed) {
+				t.Errorf("ListedFrom = %v, want %v", got, tt.listed)
+			}
+		})
 	}
 }

@@ -3,6 +3,7 @@ package store_test
 import (
 	"bytes"
 	"database/sql"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -119,7 +120,22 @@ func TestRestoreGivesBackTheKeys(t *testing.T) {
 	if len(last) != 1 || last[0].Seq != sum.LastSeq+1 {
 		t.Errorf("store.restore events %+v", last)
 	}
+	// The stored statuses and their counters come along: the census counts what the source does.
+	srcCensus, err := e.db.Census(e.ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tgtCensus, err := tgt.db.Census(tgt.ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fmt.Sprint(srcCensus) != fmt.Sprint(tgtCensus) || tgtCensus.Keys[escrow.KeyActive] == 0 {
+		t.Errorf("census after restore %+v, the source %+v", tgtCensus, srcCensus)
+	}
 	devs := tgt.events(escrow.AuditFilter{Action: escrow.ActionDeviceEnroll})
+	if st, _, err := store.StoredStatus(tgt.ctx, tgt.db, devs[0].DeviceID); err != nil || st != tgt.status(devs[0].DeviceID) {
+		t.Errorf("stored status after restore %q, %v; the rules give %q", st, err, tgt.status(devs[0].DeviceID))
+	}
 	d, err := tgt.db.Disclose(tgt.ctx, adminOrigin, devs[0].DeviceID, "after restore", allowAll)
 	if err != nil {
 		t.Fatal(err)

@@ -12,7 +12,8 @@ import (
 )
 
 // copyTables lists every table that holds an installation's state, parents before children,
-// with its columns. Sessions, single sign-ons in flight and rate-limit windows are not state
+// with its columns. The stored escrow status is copied with its rows (it is derived from the
+// same snapshot); the counters of status_counts are kept by the triggers as the rows arrive. Sessions, single sign-ons in flight and rate-limit windows are not state
 // worth moving: people sign in again.
 var copyTables = []struct {
 	name    string
@@ -24,9 +25,9 @@ var copyTables = []struct {
 	{"users", "id, email, email_key, role, scope_tags, password_hash, created_at, disabled_at, sso_issuer, sso_subject, sso_link_allowed_at", nil},
 	{"api_tokens", "id, user_id, name, secret_hash, created_at, revoked_at, last_used_at", nil},
 	{"enrollment_tokens", "id, secret_hash, uses_left, expires_at, created_by, created_at, revoked_at", nil},
-	{"devices", "id, name, owner_upn, owner_key, serial_number, os_version, token_id, token_hash, verification_key, verification_key_wrap, enrolled_at, last_seen_at, reported_at, retired_at, retired_by, retire_reason, disputed_at, disputed_by, dispute_reason", nil},
+	{"devices", "id, name, owner_upn, owner_key, serial_number, os_version, token_id, token_hash, verification_key, verification_key_wrap, enrolled_at, last_seen_at, reported_at, retired_at, retired_by, retire_reason, disputed_at, disputed_by, dispute_reason, escrow_status, status_why, status_missing, status_since, status_until, recheck_at, listed_from, name_key", []string{"status_missing"}},
 	{"device_tags", "device_id, tag", nil},
-	{"volumes", "device_id, volume_id, mount_point, volume_type, protection_status, encryption_status, lock_status, present, missing_escrow_since, failure, failure_at", []string{"present"}},
+	{"volumes", "device_id, volume_id, mount_point, volume_type, protection_status, encryption_status, lock_status, present, missing_escrow_since, failure, failure_at, escrow_status, status_until", []string{"present"}},
 	{"protectors", "device_id, volume_id, key_id, type", nil},
 	{"recovery_keys", "id, device_id, key_id, volume_id, kind, status, verification, verified_at, ciphertext, wrapped_key, created_at, superseded_at, retain_until, last_accessed_at, access_count", nil},
 	{"rotations", "id, device_id, volume_id, key_id, status, trigger_kind, reason, requested_by, requested_at, delivered_at, finished_at, new_key_id, message", nil},

@@ -1,10 +1,12 @@
 package store
 
 import (
+	"cmp"
 	"context"
 	"database/sql"
 	"errors"
 	"io"
+	"slices"
 	"strings"
 	"time"
 
@@ -72,10 +74,13 @@ func (db *DB) Enroll(ctx context.Context, o escrow.Origin, enrollToken escrow.To
 			}
 		}
 		if _, err := tx.ExecContext(ctx, `INSERT INTO devices (id, name, owner_upn, owner_key, serial_number, os_version,
-			token_id, token_hash, verification_key, verification_key_wrap, enrolled_at, last_seen_at)
-			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $11)`,
+			token_id, token_hash, verification_key, verification_key_wrap, enrolled_at, last_seen_at, name_key)
+			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $11, $12)`,
 			id, en.Hostname, owner, owner, en.SerialNumber, en.OSVersion,
-			devTok.ID, devTok.SecretHash(), sealedVK.Ciphertext, sealedVK.WrappedKey, micros(now)); err != nil {
+			devTok.ID, devTok.SecretHash(), sealedVK.Ciphertext, sealedVK.WrappedKey, micros(now), searchKey(en.Hostname)); err != nil {
+			return err
+		}
+		if err := refreshDeviceStatus(ctx, tx, id, now); err != nil {
 			return err
 		}
 		e.DeviceID = id
@@ -116,12 +121,16 @@ func (db *DB) AuthenticateDevice(ctx context.Context, tok escrow.Token) (escrow.
 const deviceColumns = `id, name, owner_upn, serial_number, os_version, enrolled_at, last_seen_at, reported_at,
 	retired_at, retired_by, retire_reason, disputed_at, disputed_by, dispute_reason`
 
-func scanDevice(s scanner) (escrow.Device, error) {
+// scanDeviceOnly reads a row of deviceColumns and nothing after them.
+func scanDeviceOnly(s scanner) (escrow.Device, error) { return scanDevice(s) }
+
+// scanDevice scans deviceColumns, then any extra columns into extra.
+func scanDevice(s scanner, extra ...any) (escrow.Device, error) {
 	var d escrow.Device
 	var enrolled, seen int64
 	var reported, retired, disputed sql.NullInt64
-	err := s.Scan(&d.ID, &d.Name, &d.OwnerUPN, &d.SerialNumber, &d.OSVersion, &enrolled, &seen, &reported,
-		&retired, &d.RetiredBy, &d.RetireReason, &disputed, &d.DisputedBy, &d.DisputeReason)
+	err := s.Scan(append([]any{&d.ID, &d.Name, &d.OwnerUPN, &d.SerialNumber, &d.OSVersion, &enrolled, &seen, &reported,
+		&retired, &d.RetiredBy, &d.RetireReason, &disputed, &d.DisputedBy, &d.DisputeReason}, extra...)...)
 	d.EnrolledAt, d.LastSeenAt, d.ReportedAt = time.UnixMicro(enrolled).UTC(), time.UnixMicro(seen).UTC(), fromMicros(reported)
 	d.RetiredAt, d.DisputedAt = fromMicros(retired), fromMicros(disputed)
 	return d, err
@@ -190,10 +199,17 @@ func (db *DB) detailOf(ctx context.Context, q dbtx, d escrow.Device) (escrow.Dev
 	return details[0], nil
 }
 
-// ListDevices returns a page of devices in name order, with their status, and the cursor of
-// the next page ("" on the last). A status filter cannot be pushed into SQL (it depends on the
-// clock), so devices are read in name order until the page is full.
+// ListDevices returns a page of devices in name order, with their status (not their volumes:
+// GetDevice has those), and the cursor of the next page ("" on the last). Every filter is an
+// index range and the status is the stored one (status.go), so a page costs its own rows
+// whatever the size of the fleet.
 func (db *DB) ListDevices(ctx context.Context, f escrow.DeviceFilter) ([]escrow.DeviceDetail, string, error) {
+	return db.listDevices(ctx, f, nil, nil)
+}
+
+// listDevices is ListDevices with more conditions (match, with its arguments numbered from 1)
+// on the devices table aliased d.
+func (db *DB) listDevices(ctx context.Context, f escrow.DeviceFilter, match []string, matchArgs []any) ([]escrow.DeviceDetail, string, error) {
 	if f.Limit <= 0 || f.Limit > 1000 {
 		f.Limit = defaultLimit
 	}
@@ -208,60 +224,98 @@ func (db *DB) ListDevices(ctx context.Context, f escrow.DeviceFilter) ([]escrow.
 	var out []escrow.DeviceDetail
 	var next string
 	err := db.read(ctx, func(tx *sql.Tx) error {
-		for {
-			devices, more, err := db.devicePage(ctx, tx, f.Scope, f.Retired, afterName, afterID, f.Limit)
-			if err != nil {
-				return err
-			}
-			details, err := db.withStatus(ctx, tx, devices)
-			if err != nil {
-				return err
-			}
-			for i, d := range details {
-				if f.EscrowStatus != "" && d.Status.Status != f.EscrowStatus {
-					continue
-				}
-				out = append(out, d)
-				if len(out) == f.Limit {
-					if i < len(details)-1 || more {
-						next = encodeCursor(d.Name, d.ID)
-					}
-					return nil
-				}
-			}
-			if !more {
-				return nil
-			}
-			last := devices[len(devices)-1]
-			afterName, afterID = last.Name, last.ID
+		now := db.Now()
+		page, err := db.devicePage(ctx, tx, f, match, matchArgs, now, afterName, afterID, f.Limit+1)
+		if err != nil {
+			return err
 		}
+		if len(page) > f.Limit {
+			page = page[:f.Limit]
+			last := page[len(page)-1].Device
+			next = encodeCursor(last.Name, last.ID)
+		}
+		settings, err := loadSettings(ctx, tx)
+		if err != nil {
+			return err
+		}
+		devices, stored := make([]escrow.Device, len(page)), make([]storedStatus, len(page))
+		for i, l := range page {
+			devices[i], stored[i] = l.Device, l.stored
+		}
+		if err := addTags(ctx, tx, devices); err != nil {
+			return err
+		}
+		out, err = withStored(ctx, tx, devices, stored, now, settings)
+		return err
 	})
 	return out, next, err
 }
 
-// devicePage reads up to n devices in scope, in service or retired, after (afterName, afterID)
-// in name order, and whether more follow.
-func (db *DB) devicePage(ctx context.Context, tx *sql.Tx, scope escrow.Scope, retired bool, afterName, afterID string, n int) ([]escrow.Device, bool, error) {
-	where, args := scopeWhere(scope, "d")
-	where = append(where, retiredWhere(retired, "d"))
-	if afterID != "" {
-		args = append(args, afterName, afterID)
-		n1, n2 := "$"+itoa(len(args)-1), "$"+itoa(len(args))
-		where = append(where, "(d.name > "+n1+" OR (d.name = "+n1+" AND d.id > "+n2+"))")
+// devicePage reads up to n devices of the filter (scope, in service or retired, escrow status
+// at now) and the extra conditions, after (afterName, afterID) in name order. Failed is the
+// stored failed status or a pending one that ran out: two index ranges, merged here, so that
+// neither needs a sort of all its rows.
+func (db *DB) devicePage(ctx context.Context, tx *sql.Tx, f escrow.DeviceFilter, match []string, matchArgs []any, now time.Time,
+	afterName, afterID string, n int) ([]listedDevice, error) {
+	// Each alternative adds its condition, given the function that adds an argument.
+	alternatives := []func(arg func(any) string) string{func(func(any) string) string { return "" }}
+	switch f.EscrowStatus {
+	case "":
+	case escrow.StatusFailed:
+		alternatives = []func(arg func(any) string) string{
+			func(func(any) string) string { return "d.escrow_status = 'failed'" },
+			func(arg func(any) string) string {
+				// Only pending rows have a status_until: this is the range of devices_by_until,
+				// the few rows that ran out since the jobs last settled them, not every pending one.
+				return "d.status_until IS NOT NULL AND d.status_until <= " + arg(micros(now))
+			},
+		}
+	default:
+		alternatives[0] = func(arg func(any) string) string {
+			return statusIs("d", f.EscrowStatus, func() string { return arg(micros(now)) })
+		}
 	}
-	query := `SELECT ` + prefixColumns("d.", deviceColumns) + ` FROM devices d`
-	if len(where) > 0 {
-		query += " WHERE " + strings.Join(where, " AND ")
+	var devices []listedDevice
+	for _, alternative := range alternatives {
+		args := append([]any{}, matchArgs...)
+		arg := func(v any) string { args = append(args, v); return "$" + itoa(len(args)) }
+		where := append([]string{}, match...)
+		scope := scopeCond(f.Scope, "d", arg)
+		where = append(where, scope...)
+		where = append(where, retiredWhere(f.Retired, "d"))
+		if c := alternative(arg); c != "" {
+			where = append(where, c)
+		}
+		if afterID != "" {
+			n1, n2 := arg(afterName), arg(afterID)
+			where = append(where, "(d.name > "+n1+" OR (d.name = "+n1+" AND d.id > "+n2+"))")
+		}
+		query := `SELECT ` + prefixColumns("d.", deviceColumns+", "+storedColumns) + ` FROM devices d WHERE ` + strings.Join(where, " AND ") +
+			" ORDER BY d.name, d.id LIMIT " + itoa(n)
+		page, err := queryAll(ctx, tx, func(s scanner) (listedDevice, error) {
+			d, st, err := scanStored(s)
+			return listedDevice{d, st}, err
+		}, query, args...)
+		if err != nil {
+			return nil, err
+		}
+		devices = append(devices, page...)
 	}
-	query += " ORDER BY d.name, d.id LIMIT " + itoa(n+1)
-	devices, err := queryDevices(ctx, tx, query, args)
-	if err != nil {
-		return nil, false, err
+	if len(alternatives) > 1 {
+		slices.SortFunc(devices, func(a, b listedDevice) int {
+			return cmp.Or(strings.Compare(a.Name, b.Name), strings.Compare(a.ID, b.ID))
+		})
+		if len(devices) > n {
+			devices = devices[:n]
+		}
 	}
-	if len(devices) > n {
-		return devices[:n], true, nil
-	}
-	return devices, false, nil
+	return devices, nil
+}
+
+// listedDevice is a device row of a listing with its stored status.
+type listedDevice struct {
+	escrow.Device
+	stored storedStatus
 }
 
 // queryAll runs a query and scans every row with scan.
@@ -282,22 +336,6 @@ func queryAll[T any](ctx context.Context, q dbtx, scan func(scanner) (T, error),
 	return out, rows.Err()
 }
 
-func queryDevices(ctx context.Context, q dbtx, query string, args []any) ([]escrow.Device, error) {
-	devices, err := queryAll(ctx, q, scanDevice, query, args...)
-	if err != nil {
-		return nil, err
-	}
-	ids := make([]string, len(devices))
-	for i, d := range devices {
-		ids[i] = d.ID
-	}
-	tags, err := loadTags(ctx, q, ids)
-	for i := range devices {
-		devices[i].Tags = tags[devices[i].ID]
-	}
-	return devices, err
-}
-
 // retiredWhere is the SQL condition selecting the devices in service (retired false) or the
 // retired ones, on the devices table aliased as alias. Retired devices leave the compliance
 // views (device list, escrow report, census) unless asked for.
@@ -308,10 +346,18 @@ func retiredWhere(retired bool, alias string) string {
 	return alias + ".retired_at IS NULL"
 }
 
-// scopeWhere turns a scope into SQL conditions on the devices table aliased as alias.
+// scopeWhere turns a scope into SQL conditions on the devices table aliased as alias, with
+// their arguments numbered from 1.
 func scopeWhere(s escrow.Scope, alias string) ([]string, []any) {
-	var where []string
 	var args []any
+	where := scopeCond(s, alias, func(v any) string { args = append(args, v); return "$" + itoa(len(args)) })
+	return where, args
+}
+
+// scopeCond is scopeWhere for a query that numbers its own arguments: arg adds one and returns
+// its placeholder.
+func scopeCond(s escrow.Scope, alias string, arg func(any) string) []string {
+	var where []string
 	switch {
 	case s.All:
 	case s.OwnerUPN != "":
@@ -319,44 +365,62 @@ func scopeWhere(s escrow.Scope, alias string) ([]string, []any) {
 		// name without a canonical form owns nothing (and never the devices without an owner).
 		key := nameKey(s.OwnerUPN)
 		if key == "" {
-			return []string{"1 = 0"}, nil
+			return []string{"1 = 0"}
 		}
-		where, args = []string{alias + ".owner_key = $1"}, []any{key}
+		where = []string{alias + ".owner_key = " + arg(key)}
 	case len(s.Tags) > 0:
-		where, args = []string{alias + ".id IN (SELECT device_id FROM device_tags WHERE tag IN (" + placeholders(1, len(s.Tags)) + "))"}, anys(s.Tags)
+		in := make([]string, len(s.Tags))
+		for i, t := range s.Tags {
+			in[i] = arg(t)
+		}
+		where = []string{alias + ".id IN (SELECT device_id FROM device_tags WHERE tag IN (" + strings.Join(in, ", ") + "))"}
 	default:
-		return []string{"1 = 0"}, nil
+		return []string{"1 = 0"}
 	}
 	if s.Undisputed {
 		where = append(where, alias+".disputed_at IS NULL")
 	}
-	return where, args
+	return where
 }
 
-// withStatus loads the volumes of the devices and applies the escrow-status rules.
+// withStatus loads the volumes of the devices and applies the escrow-status rules at now.
 func (db *DB) withStatus(ctx context.Context, q dbtx, devices []escrow.Device) ([]escrow.DeviceDetail, error) {
-	out := make([]escrow.DeviceDetail, len(devices))
 	if len(devices) == 0 {
-		return out, nil
+		return []escrow.DeviceDetail{}, nil
 	}
 	settings, err := loadSettings(ctx, q)
 	if err != nil {
 		return nil, err
 	}
+	out, _, _, err := computeStatus(ctx, q, devices, db.Now(), settings)
+	return out, err
+}
+
+// computeStatus loads the volumes of the devices and applies the escrow-status rules at now.
+// It also returns what each volume's row holds of its stored status and, per device, the first
+// instant at which the result may change by itself (escrow.VolumeState.NextChange).
+func computeStatus(ctx context.Context, q dbtx, devices []escrow.Device, now time.Time, s escrow.Settings) ([]escrow.DeviceDetail, map[volKey]volumeStatus, map[string]time.Time, error) {
+	out := make([]escrow.DeviceDetail, len(devices))
+	recheck := map[string]time.Time{}
+	if len(devices) == 0 {
+		return out, nil, recheck, nil
+	}
 	ids := make([]string, len(devices))
 	for i, d := range devices {
 		ids[i] = d.ID
 	}
-	states, err := loadVolumeStates(ctx, q, ids)
+	states, stored, err := loadVolumeStates(ctx, q, ids, s)
 	if err != nil {
-		return nil, err
+		return nil, nil, nil, err
 	}
-	now := db.Now()
 	for i, d := range devices {
 		out[i].Device = d
 		var present []escrow.VolumeState
 		for _, vs := range states[d.ID] {
-			vd := escrow.VolumeDetail{Volume: vs.Volume, Status: escrow.VolumeStatus(vs, now, settings.EscrowGracePeriod)}
+			if at := vs.NextChange(now, s.EscrowGracePeriod); !at.IsZero() && (recheck[d.ID].IsZero() || at.Before(recheck[d.ID])) {
+				recheck[d.ID] = at
+			}
+			vd := escrow.VolumeDetail{Volume: vs.Volume, Status: escrow.VolumeStatus(vs, now, s.EscrowGracePeriod)}
 			out[i].Volumes = append(out[i].Volumes, vd)
 			if vs.Volume.Present {
 				present = append(present, vs)
@@ -365,20 +429,24 @@ func (db *DB) withStatus(ctx context.Context, q dbtx, devices []escrow.Device) (
 		if d.ReportedAt.IsZero() {
 			present = states[d.ID]
 		}
-		out[i].Status = escrow.DeviceStatus(d, present, now, settings.EscrowGracePeriod)
+		out[i].Status = escrow.DeviceStatus(d, present, now, s.EscrowGracePeriod)
 	}
-	return out, nil
+	return out, stored, recheck, nil
 }
 
-// loadVolumeStates loads what the status rules need for every volume of the devices.
-func loadVolumeStates(ctx context.Context, q dbtx, ids []string) (map[string][]escrow.VolumeState, error) {
+type volKey struct{ device, volume string }
+
+// loadVolumeStates loads what the status rules need for every volume of the devices, under
+// the settings s (the rotation timeout), and what each volume's row holds of its stored status.
+func loadVolumeStates(ctx context.Context, q dbtx, ids []string, s escrow.Settings) (map[string][]escrow.VolumeState, map[volKey]volumeStatus, error) {
 	in := placeholders(1, len(ids))
 	rows, err := q.QueryContext(ctx, `SELECT device_id, volume_id, mount_point, volume_type, protection_status, encryption_status,
-		lock_status, present, missing_escrow_since, failure, failure_at FROM volumes WHERE device_id IN (`+in+`) ORDER BY device_id, mount_point, volume_id`, anys(ids)...)
+		lock_status, present, missing_escrow_since, failure, failure_at, escrow_status, status_until FROM volumes WHERE device_id IN (`+in+`)
+		ORDER BY device_id, mount_point, volume_id`, anys(ids)...)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	type volKey struct{ device, volume string }
+	stored := map[volKey]volumeStatus{}
 	index := map[volKey]*escrow.VolumeState{}
 	var order []volKey
 	states := map[volKey]*escrow.VolumeState{}
@@ -386,26 +454,28 @@ func loadVolumeStates(ctx context.Context, q dbtx, ids []string) (map[string][]e
 		var v escrow.Volume
 		var vt, ps, es, ls string
 		var missing, failureAt sql.NullInt64
-		if err := rows.Scan(&v.DeviceID, &v.ID, &v.MountPoint, &vt, &ps, &es, &ls, &v.Present, &missing, &v.Failure, &failureAt); err != nil {
+		var st volumeStatus
+		if err := rows.Scan(&v.DeviceID, &v.ID, &v.MountPoint, &vt, &ps, &es, &ls, &v.Present, &missing, &v.Failure, &failureAt, &st.status, &st.until); err != nil {
 			rows.Close()
-			return nil, err
+			return nil, nil, err
 		}
 		v.Type, v.ProtectionStatus, v.EncryptionStatus = escrow.VolumeType(vt), escrow.ProtectionStatus(ps), escrow.EncryptionStatus(es)
 		v.LockStatus = escrow.LockStatus(ls)
 		v.MissingEscrowSince, v.FailureAt = fromMicros(missing), fromMicros(failureAt)
 		k := volKey{v.DeviceID, v.ID}
+		stored[k] = st
 		states[k] = &escrow.VolumeState{Volume: v}
 		index[k] = states[k]
 		order = append(order, k)
 	}
 	rows.Close()
 	if err := rows.Err(); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 
 	rows, err = q.QueryContext(ctx, `SELECT device_id, volume_id, key_id, type FROM protectors WHERE device_id IN (`+in+`) ORDER BY device_id, volume_id, key_id`, anys(ids)...)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	for rows.Next() {
 		var k volKey
@@ -413,57 +483,61 @@ func loadVolumeStates(ctx context.Context, q dbtx, ids []string) (map[string][]e
 		var t string
 		if err := rows.Scan(&k.device, &k.volume, &p.KeyID, &t); err != nil {
 			rows.Close()
-			return nil, err
+			return nil, nil, err
 		}
 		p.Type = escrow.ProtectorType(t)
-		if s := index[k]; s != nil {
-			s.Volume.Protectors = append(s.Volume.Protectors, p)
+		if st := index[k]; st != nil {
+			st.Volume.Protectors = append(st.Volume.Protectors, p)
 		}
 	}
 	rows.Close()
 	if err := rows.Err(); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 
 	rows, err = q.QueryContext(ctx, `SELECT DISTINCT device_id, volume_id FROM recovery_keys
 		WHERE device_id IN (`+in+`) AND status = 'active' AND verification = 'mismatch'`, anys(ids)...)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	if err := markVolumes(rows, func(d, v string) {
-		if s := index[volKey{d, v}]; s != nil {
-			s.Mismatch = true
+		if st := index[volKey{d, v}]; st != nil {
+			st.Mismatch = true
 		}
 	}); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 
-	rows, err = q.QueryContext(ctx, `SELECT device_id, volume_id, requested_at FROM rotations
+	rows, err = q.QueryContext(ctx, `SELECT device_id, volume_id, requested_at, delivered_at FROM rotations
 		WHERE device_id IN (`+in+`) AND status IN ('requested', 'delivered')`, anys(ids)...)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	for rows.Next() {
 		var k volKey
 		var at int64
-		if err := rows.Scan(&k.device, &k.volume, &at); err != nil {
+		var delivered sql.NullInt64
+		if err := rows.Scan(&k.device, &k.volume, &at, &delivered); err != nil {
 			rows.Close()
-			return nil, err
+			return nil, nil, err
 		}
-		if s := index[k]; s != nil {
-			s.RotationOpen, s.RotationSince = true, time.UnixMicro(at).UTC()
+		if st := index[k]; st != nil {
+			st.RotationOpen, st.RotationSince = true, time.UnixMicro(at).UTC()
+			if delivered.Valid {
+				st.RotationDeadline = fromMicros(delivered).Add(s.RotationTimeout)
+			}
 		}
 	}
 	rows.Close()
 	if err := rows.Err(); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 
 	out := map[string][]escrow.VolumeState{}
 	for _, k := range order {
 		out[k.device] = append(out[k.device], *states[k])
 	}
-	return out, nil
+	return out, stored, nil
 }
 
 func markVolumes(rows *sql.Rows, mark func(device, volume string)) error {

@@ -112,7 +112,7 @@ func allowDevice(escrow.Device) bool { return true }
 // KEYWARD_TEST_STORE=postgres, a fresh schema in the PostgreSQL database at
 // KEYWARD_TEST_POSTGRES_URL. The same tests run on both: they are the storage conformance suite.
 type env struct {
-	t      *testing.T
+	t      testing.TB
 	ctx    context.Context
 	dir    string
 	url    string // PostgreSQL only: the URL of this test's schema
@@ -132,7 +132,7 @@ func sqliteOnly(t *testing.T) {
 	}
 }
 
-func mustGenerate(t *testing.T) []byte {
+func mustGenerate(t testing.TB) []byte {
 	t.Helper()
 	master, err := seal.Generate()
 	if err != nil {
@@ -141,7 +141,7 @@ func mustGenerate(t *testing.T) []byte {
 	return master
 }
 
-func mustSealer(t *testing.T, master []byte) *seal.Sealer {
+func mustSealer(t testing.TB, master []byte) *seal.Sealer {
 	t.Helper()
 	s, err := seal.New(master)
 	if err != nil {
@@ -150,7 +150,7 @@ func mustSealer(t *testing.T, master []byte) *seal.Sealer {
 	return s
 }
 
-func newEnv(t *testing.T) *env {
+func newEnv(t testing.TB) *env {
 	t.Helper()
 	e := &env{t: t, ctx: t.Context(), dir: t.TempDir(), master: mustGenerate(t), clock: newClock()}
 	if onPostgres() {

@@ -14,10 +14,11 @@ type JobResult struct {
 	Purged       int // keys whose material was destroyed
 	TimedOut     int // delivered rotations failed for taking too long
 	AgeRotations int // rotations requested because a key reached the maximum age
+	Settled      int // devices whose pending status ran out, stored as failed
 }
 
-// RunJobs runs every background job once: purge of keys past retention, rotation timeouts, and
-// rotations of keys past the maximum age. Each item is its own transaction guarded by the
+// RunJobs runs every background job once: purge of keys past retention, rotation timeouts,
+// rotations of keys past the maximum age, and settling statuses that ran out (status.go). Each item is its own transaction guarded by the
 // condition that selected it, so two servers running jobs at once act on each item once.
 func (db *DB) RunJobs(ctx context.Context) (JobResult, error) {
 	var res JobResult
@@ -40,6 +41,12 @@ func (db *DB) RunJobs(ctx context.Context) (JobResult, error) {
 		if res.AgeRotations, err = db.rotateOldKeys(ctx, settings); err != nil {
 			return res, err
 		}
+	}
+	if res.Settled, err = db.settleStatuses(ctx); err != nil {
+		return res, err
+	}
+	if res.Purged+res.TimedOut+res.AgeRotations+res.Settled >= largeChange {
+		db.optimize(ctx)
 	}
 	return res, nil
 }
@@ -90,7 +97,12 @@ func (db *DB) purgeExpired(ctx context.Context) (int, error) {
 			purged++
 			e := systemOrigin().Event(escrow.ActionKeyPurge, escrow.OutcomeSuccess)
 			e.DeviceID, e.KeyID, e.Detail = r.deviceID, r.keyID, "retention ended; key material destroyed"
-			return db.appendEvent(ctx, tx, e)
+			if err := db.appendEvent(ctx, tx, e); err != nil {
+				return err
+			}
+			// Only active keys count for the status today; a purge still keeps it current, so
+			// that no change to keys can leave it behind.
+			return refreshDeviceStatus(ctx, tx, r.deviceID, now)
 		})
 		if err != nil {
 			return purged, err

@@ -118,12 +118,12 @@ func (db *DB) Escrow(ctx context.Context, o escrow.Origin, deviceID string, req 
 }
 
 // escrowSucceeded records what a successful escrow means for the volume: a failure reported
-// for it is over, and it may no longer be missing escrow.
+// for it is over, it may no longer be missing escrow, and the device's status follows.
 func (db *DB) escrowSucceeded(ctx context.Context, tx dbtx, deviceID, volumeID string, now time.Time) error {
 	if _, err := tx.ExecContext(ctx, `UPDATE volumes SET failure = '', failure_at = NULL WHERE device_id = $1 AND volume_id = $2`, deviceID, volumeID); err != nil {
 		return err
 	}
-	if err := refreshMissingEscrow(ctx, tx, deviceID, now); err != nil {
+	if err := refreshDeviceStatus(ctx, tx, deviceID, now); err != nil {
 		return err
 	}
 	return touchDevice(ctx, tx, deviceID, now)
@@ -210,6 +210,10 @@ func (db *DB) ListKeys(ctx context.Context, o escrow.Origin, f escrow.KeyFilter)
 	if f.Status != "" {
 		where = append(where, "k.status = "+arg(string(f.Status)))
 	}
+	if f.EscrowStatus != "" {
+		// The device's stored status at the time of the listing (status.go).
+		where = append(where, statusIs("d", f.EscrowStatus, func() string { return arg(micros(db.Now())) }))
+	}
 	var after int64
 	if f.Cursor != "" {
 		parts, err := decodeCursor(f.Cursor, 1)
@@ -221,46 +225,23 @@ func (db *DB) ListKeys(ctx context.Context, o escrow.Origin, f escrow.KeyFilter)
 		}
 	}
 	where = append(where, "k.id > "+arg(after))
-	afterArg := len(args) - 1
 	query := `SELECT ` + keyColumns + keyFrom + " WHERE " + strings.Join(where, " AND ") + " ORDER BY k.id LIMIT " + itoa(f.Limit+1)
 	var keys []escrow.RecoveryKey
 	var next string
 	err := db.read(ctx, func(tx *sql.Tx) error {
-		// The escrow-status filter depends on the clock, so it runs here, on pages read in key
-		// order until this page is full.
-		for {
-			page, ids, err := queryKeys(ctx, tx, query, args)
-			if err != nil {
-				return err
-			}
-			more := len(page) > f.Limit
-			if more {
-				page, ids = page[:f.Limit], ids[:f.Limit]
-			}
-			keep, err := db.keysInStatus(ctx, tx, page, f.EscrowStatus)
-			if err != nil {
-				return err
-			}
-			if err := markShared(ctx, tx, page, f.Scope); err != nil {
-				return err
-			}
-			for i, k := range page {
-				if !keep(k) {
-					continue
-				}
-				keys = append(keys, k)
-				if len(keys) == f.Limit {
-					if i < len(page)-1 || more {
-						next = encodeCursor(itoa64(ids[i]))
-					}
-					return nil
-				}
-			}
-			if !more {
-				return nil
-			}
-			args[afterArg] = ids[len(ids)-1]
+		page, ids, err := queryKeys(ctx, tx, query, args)
+		if err != nil {
+			return err
 		}
+		if len(page) > f.Limit {
+			page, ids = page[:f.Limit], ids[:f.Limit]
+			next = encodeCursor(itoa64(ids[len(ids)-1]))
+		}
+		if err := markShared(ctx, tx, page, f.Scope); err != nil {
+			return err
+		}
+		keys = page
+		return nil
 	})
 	if err != nil {
 		return nil, "", err
@@ -292,34 +273,6 @@ func queryKeys(ctx context.Context, tx dbtx, query string, args []any) ([]escrow
 		keys, ids = append(keys, k), append(ids, id)
 	}
 	return keys, ids, rows.Err()
-}
-
-// keysInStatus returns a filter keeping keys whose device is in the escrow status.
-func (db *DB) keysInStatus(ctx context.Context, tx dbtx, keys []escrow.RecoveryKey, status escrow.EscrowStatus) (func(escrow.RecoveryKey) bool, error) {
-	if status == "" {
-		return func(escrow.RecoveryKey) bool { return true }, nil
-	}
-	seen := map[string]bool{}
-	var devices []escrow.Device
-	for _, k := range keys {
-		if !seen[k.DeviceID] {
-			seen[k.DeviceID] = true
-			d, err := findDevice(ctx, tx, k.DeviceID)
-			if err != nil {
-				return nil, err
-			}
-			devices = append(devices, d)
-		}
-	}
-	details, err := db.withStatus(ctx, tx, devices)
-	if err != nil {
-		return nil, err
-	}
-	match := map[string]bool{}
-	for _, d := range details {
-		match[d.ID] = d.Status.Status == status
-	}
-	return func(k escrow.RecoveryKey) bool { return match[k.DeviceID] }, nil
 }
 
 func describeKeyFilter(f escrow.KeyFilter, n int) string {
@@ -448,7 +401,7 @@ func itoa64(n int64) string { return strconv.FormatInt(n, 10) }
 
 // otherHolders returns the devices other than deviceID that escrowed keyID, oldest first.
 func otherHolders(ctx context.Context, tx dbtx, deviceID, keyID string) ([]escrow.Device, error) {
-	return queryAll(ctx, tx, scanDevice, `SELECT `+prefixColumns("d.", deviceColumns)+` FROM devices d
+	return queryAll(ctx, tx, scanDeviceOnly, `SELECT `+prefixColumns("d.", deviceColumns)+` FROM devices d
 		WHERE d.id IN (SELECT device_id FROM recovery_keys WHERE key_id = $1 AND device_id <> $2) ORDER BY d.enrolled_at, d.id`, keyID, deviceID)
 }
 
@@ -499,7 +452,7 @@ func markShared(ctx context.Context, tx dbtx, keys []escrow.RecoveryKey, scope e
 			devIDs = append(devIDs, h.deviceID)
 		}
 	}
-	devices, err := queryDevices(ctx, tx, `SELECT `+prefixColumns("d.", deviceColumns)+` FROM devices d WHERE d.id IN (`+placeholders(1, len(devIDs))+`)`, anys(devIDs))
+	devices, err := queryAll(ctx, tx, scanDeviceOnly, `SELECT `+prefixColumns("d.", deviceColumns)+` FROM devices d WHERE d.id IN (`+placeholders(1, len(devIDs))+`)`, anys(devIDs)...)
 	if err != nil {
 		return err
 	}

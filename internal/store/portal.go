@@ -316,10 +316,11 @@ func (db *DB) UndoRateLimit(ctx context.Context, bucket string) error {
 	})
 }
 
-// SearchDevices is ListDevices narrowed by what a person typed in the portal's search box: a
-// part of the device name or of the owner's sign-in name (without regard to case), or the
-// start of a key ID (at least escrow.MinKeyIDPrefix characters). A search by key ID is a key
-// lookup, so it is recorded as a key.list event before the answer goes out.
+// SearchDevices is ListDevices narrowed by what a person typed in the portal's search box: the
+// start of the device name or of the owner's sign-in name (without regard to case), or the
+// start of a key ID (at least escrow.MinKeyIDPrefix characters). Each is a range of an index.
+// A search by key ID is a key lookup, so it is recorded as a key.list event before the answer
+// goes out.
 func (db *DB) SearchDevices(ctx context.Context, o escrow.Origin, f escrow.DeviceFilter, text string) ([]escrow.DeviceDetail, string, error) {
 	text = strings.TrimSpace(text)
 	if text == "" {
@@ -328,71 +329,19 @@ func (db *DB) SearchDevices(ctx context.Context, o escrow.Origin, f escrow.Devic
 	if err := escrow.CheckText("q", text, false, 256); err != nil {
 		return nil, "", err
 	}
-	if f.Limit <= 0 || f.Limit > 1000 {
-		f.Limit = defaultLimit
-	}
-	var afterName, afterID string
-	if f.Cursor != "" {
-		parts, err := decodeCursor(f.Cursor, 2)
-		if err != nil {
-			return nil, "", err
-		}
-		afterName, afterID = parts[0], parts[1]
-	}
-	where, args := scopeWhere(f.Scope, "d")
-	where = append(where, retiredWhere(f.Retired, "d"))
+	var args []any
 	arg := func(v any) string { args = append(args, v); return "$" + itoa(len(args)) }
-	pattern := "%" + escapeLike(strings.ToLower(text)) + "%"
-	match := []string{`LOWER(d.name) LIKE ` + arg(pattern) + ` ESCAPE '\'`, `d.owner_key LIKE ` + arg(pattern) + ` ESCAPE '\'`}
+	prefix := searchKey(text)
+	// Every string that starts with prefix sorts from prefix up to prefix followed by the
+	// highest code point; the "C" collation (PostgreSQL) and SQLite's compare bytes.
+	from, to := arg(prefix), arg(prefix+"\U0010FFFF")
+	match := []string{"(d.name_key >= " + from + " AND d.name_key < " + to + ")", "(d.owner_key >= " + from + " AND d.owner_key < " + to + ")"}
 	keyPrefix, err := escrow.ParseKeyIDPrefix(text)
 	byKey := err == nil
 	if byKey {
 		match = append(match, `d.id IN (SELECT k.device_id FROM recovery_keys k WHERE k.key_id >= `+arg(keyPrefix)+` AND k.key_id < `+arg(keyPrefix+"~")+`)`)
 	}
-	where = append(where, "("+strings.Join(match, " OR ")+")")
-	var out []escrow.DeviceDetail
-	var next string
-	err = db.read(ctx, func(tx *sql.Tx) error {
-		for {
-			page, pageArgs := where, args
-			if afterID != "" {
-				pageArgs = append(append([]any{}, args...), afterName, afterID)
-				n1, n2 := "$"+itoa(len(pageArgs)-1), "$"+itoa(len(pageArgs))
-				page = append(append([]string{}, where...), "(d.name > "+n1+" OR (d.name = "+n1+" AND d.id > "+n2+"))")
-			}
-			query := `SELECT ` + prefixColumns("d.", deviceColumns) + ` FROM devices d WHERE ` + strings.Join(page, " AND ") +
-				` ORDER BY d.name, d.id LIMIT ` + itoa(f.Limit+1)
-			devices, err := queryDevices(ctx, tx, query, pageArgs)
-			if err != nil {
-				return err
-			}
-			more := len(devices) > f.Limit
-			if more {
-				devices = devices[:f.Limit]
-			}
-			details, err := db.withStatus(ctx, tx, devices)
-			if err != nil {
-				return err
-			}
-			for i, d := range details {
-				if f.EscrowStatus != "" && d.Status.Status != f.EscrowStatus {
-					continue
-				}
-				out = append(out, d)
-				if len(out) == f.Limit {
-					if i < len(details)-1 || more {
-						next = encodeCursor(d.Name, d.ID)
-					}
-					return nil
-				}
-			}
-			if !more {
-				return nil
-			}
-			last := devices[len(devices)-1]
-			afterName, afterID = last.Name, last.ID
-		}
-	})
+	out, next, err := db.listDevices(ctx, f, []string{"(" + strings.Join(match, " OR ") + ")"}, args)
 	if err != nil {
 		return nil, "", err
 	}
@@ -437,9 +386,16 @@ func matchKeys(ctx context.Context, tx *sql.Tx, devices []escrow.DeviceDetail, p
 	return nil
 }
 
-// escapeLike makes text match itself in a LIKE pattern with ESCAPE '\'.
-func escapeLike(s string) string {
-	return strings.NewReplacer(`\`, `\\`, `%`, `\%`, `_`, `\_`).Replace(s)
+// searchKey is the form of a device name that search compares: ASCII letters in lower case, as
+// SQL's lower() makes them on both databases for the names Windows gives computers.
+func searchKey(name string) string {
+	b := []byte(name)
+	for i, c := range b {
+		if 'A' <= c && c <= 'Z' {
+			b[i] = c + 'a' - 'A'
+		}
+	}
+	return string(b)
 }
 
 // DeviceRotations returns the device's rotations, newest first, at most limit of them, if the

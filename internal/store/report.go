@@ -39,14 +39,13 @@ func (db *DB) ApplyReport(ctx context.Context, o escrow.Origin, deviceID string,
 				return err
 			}
 		}
-		if err := refreshMissingEscrow(ctx, tx, deviceID, now); err != nil {
-			return err
-		}
 		if _, err := tx.ExecContext(ctx, `UPDATE devices SET reported_at = $2 WHERE id = $1`, deviceID, micros(now)); err != nil {
 			return err
 		}
-		commands, err = db.deliverCommands(ctx, tx, o, deviceID, now)
-		return err
+		if commands, err = db.deliverCommands(ctx, tx, o, deviceID, now); err != nil {
+			return err
+		}
+		return refreshDeviceStatus(ctx, tx, deviceID, now)
 	})
 	return commands, err
 }

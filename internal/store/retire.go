@@ -65,6 +65,9 @@ func (db *DB) RetireDevice(ctx context.Context, o escrow.Origin, deviceID, reaso
 		if err := db.appendEvent(ctx, tx, e); err != nil {
 			return err
 		}
+		if err := refreshDeviceStatus(ctx, tx, deviceID, now); err != nil {
+			return err
+		}
 		if d, err = findDevice(ctx, tx, deviceID); err != nil {
 			return err
 		}

@@ -63,7 +63,10 @@ func (db *DB) requestRotation(ctx context.Context, tx dbtx, o escrow.Origin, dev
 	e := o.Event(escrow.ActionRotateRequest, escrow.OutcomeSuccess)
 	e.DeviceID, e.KeyID, e.Reason = deviceID, keyID, reason
 	e.Detail = "rotation " + r.ID + " of volume " + volumeID + " (" + trigger + ")"
-	return r, true, db.appendEvent(ctx, tx, e)
+	if err := db.appendEvent(ctx, tx, e); err != nil {
+		return r, true, err
+	}
+	return r, true, refreshDeviceStatus(ctx, tx, deviceID, now)
 }
 
 // RequestRotation asks the device to rotate the recovery password of one volume, or of every
@@ -89,7 +92,11 @@ func (db *DB) RequestRotation(ctx context.Context, o escrow.Origin, deviceID, vo
 			denied, e.Detail = escrow.Errorf(escrow.CodeForbidden, "device: you may not rotate this device's keys"), "not allowed"
 			return db.appendEvent(ctx, tx, e)
 		}
-		states, err := loadVolumeStates(ctx, tx, []string{deviceID})
+		settings, err := loadSettings(ctx, tx)
+		if err != nil {
+			return err
+		}
+		states, _, err := loadVolumeStates(ctx, tx, []string{deviceID}, settings)
 		if err != nil {
 			return err
 		}
@@ -157,8 +164,10 @@ func (db *DB) deliverCommands(ctx context.Context, tx dbtx, o escrow.Origin, dev
 		return nil, err
 	}
 	out := []escrow.Command{}
+	delivered := false
 	for _, r := range rotations {
 		if r.Status == escrow.RotationRequested {
+			delivered = true
 			if _, err := tx.ExecContext(ctx, `UPDATE rotations SET status = 'delivered', delivered_at = $2 WHERE id = $1`, r.ID, micros(now)); err != nil {
 				return nil, err
 			}
@@ -169,6 +178,12 @@ func (db *DB) deliverCommands(ctx context.Context, tx dbtx, o escrow.Origin, dev
 			}
 		}
 		out = append(out, escrow.Command{ID: r.ID, Type: escrow.CommandRotate, VolumeID: r.VolumeID, KeyID: r.KeyID})
+	}
+	if delivered {
+		// A delivered rotation starts its timeout: the status now has an end.
+		if err := refreshDeviceStatus(ctx, tx, deviceID, now); err != nil {
+			return nil, err
+		}
 	}
 	mismatched, err := mismatchedKeys(ctx, tx, deviceID)
 	if err != nil {
@@ -243,7 +258,10 @@ func (db *DB) finishReEscrow(ctx context.Context, tx dbtx, o escrow.Origin, devi
 	}
 	e := o.Event(escrow.ActionKeyEscrow, escrow.OutcomeError)
 	e.DeviceID, e.KeyID, e.Detail = deviceID, keyID, msg
-	return true, db.appendEvent(ctx, tx, e)
+	if err := db.appendEvent(ctx, tx, e); err != nil {
+		return true, err
+	}
+	return true, refreshDeviceStatus(ctx, tx, deviceID, now)
 }
 
 // FinishCommand records the outcome of a rotation the device carried out. A completed rotation
@@ -325,7 +343,7 @@ func (db *DB) FinishCommand(ctx context.Context, o escrow.Origin, deviceID, comm
 		if _, err := tx.ExecContext(ctx, `UPDATE volumes SET failure = '', failure_at = NULL WHERE device_id = $1 AND volume_id = $2`, deviceID, r.VolumeID); err != nil {
 			return err
 		}
-		if err := refreshMissingEscrow(ctx, tx, deviceID, now); err != nil {
+		if err := refreshDeviceStatus(ctx, tx, deviceID, now); err != nil {
 			return err
 		}
 		e := o.Event(escrow.ActionRotateComplete, escrow.OutcomeSuccess)
@@ -350,7 +368,10 @@ func (db *DB) failRotation(ctx context.Context, tx dbtx, o escrow.Origin, r escr
 	}
 	e := o.Event(escrow.ActionRotateFail, escrow.OutcomeError)
 	e.DeviceID, e.KeyID, e.Detail = r.DeviceID, r.KeyID, "rotation "+r.ID+": "+message
-	return db.appendEvent(ctx, tx, e)
+	if err := db.appendEvent(ctx, tx, e); err != nil {
+		return err
+	}
+	return refreshDeviceStatus(ctx, tx, r.DeviceID, now)
 }
 
 // supersede marks an active key superseded and starts its retention period.

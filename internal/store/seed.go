@@ -7,7 +7,6 @@ import (
 	"io"
 	"runtime"
 	"slices"
-	"strings"
 	"sync"
 	"time"
 
@@ -200,10 +199,11 @@ func (db *DB) sealSeed(devices []SeedDevice) ([]seedSecrets, error) {
 
 func (db *DB) seedDevice(ctx context.Context, tx *sql.Tx, exec func(string, ...any) error, o escrow.Origin, d SeedDevice, p seedSecrets) error {
 	if err := exec(`INSERT INTO devices (id, name, owner_upn, owner_key, serial_number, os_version,
-		token_id, token_hash, verification_key, verification_key_wrap, enrolled_at, last_seen_at, reported_at)
-		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)`,
-		p.id, d.Name, d.OwnerUPN, strings.ToLower(d.OwnerUPN), d.SerialNumber, d.OSVersion,
-		p.token.ID, p.token.SecretHash(), p.vk.Ciphertext, p.vk.WrappedKey, micros(d.EnrolledAt), micros(d.LastSeenAt), nullMicros(d.ReportedAt)); err != nil {
+		token_id, token_hash, verification_key, verification_key_wrap, enrolled_at, last_seen_at, reported_at, name_key)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)`,
+		p.id, d.Name, d.OwnerUPN, nameKey(d.OwnerUPN), d.SerialNumber, d.OSVersion,
+		p.token.ID, p.token.SecretHash(), p.vk.Ciphertext, p.vk.WrappedKey, micros(d.EnrolledAt), micros(d.LastSeenAt), nullMicros(d.ReportedAt),
+		searchKey(d.Name)); err != nil {
 		return err
 	}
 	for _, tag := range d.Tags {
@@ -278,5 +278,6 @@ func (db *DB) seedDevice(ctx context.Context, tx *sql.Tx, exec func(string, ...a
 			rots = rots[1:]
 		}
 	}
-	return nil
+	// The stored escrow status, as every write path keeps it (status.go).
+	return refreshDeviceStatus(ctx, tx, p.id, db.Now())
 }

@@ -58,6 +58,7 @@ func (db *DB) UpdateSettings(ctx context.Context, o escrow.Origin, change map[st
 	}
 	slices.Sort(names)
 	var out escrow.Settings
+	rederived := 0
 	err := db.write(ctx, func(tx *sql.Tx) error {
 		before, err := loadSettings(ctx, tx)
 		if err != nil {
@@ -105,9 +106,18 @@ func (db *DB) UpdateSettings(ctx context.Context, o escrow.Origin, change map[st
 		if len(parts) == 0 && incident != nil {
 			return nil
 		}
+		if out.EscrowGracePeriod != before.EscrowGracePeriod || out.RotationTimeout != before.RotationTimeout {
+			// The instants at which statuses run out move with these two.
+			if rederived, err = rederiveStatuses(ctx, tx, db.Now(), out); err != nil {
+				return err
+			}
+		}
 		e := o.Event(escrow.ActionSettingsUpdate, escrow.OutcomeSuccess)
 		e.Detail = strings.Join(parts, "; ")
 		return db.appendEvent(ctx, tx, e)
 	})
+	if err == nil && rederived >= largeChange {
+		db.optimize(ctx)
+	}
 	return out, err
 }

@@ -11,6 +11,7 @@ import (
 	"cmp"
 	"context"
 	"database/sql"
+	"database/sql/driver"
 	"embed"
 	"errors"
 	"fmt"
@@ -107,7 +108,7 @@ func openSQLiteFile(ctx context.Context, path, journal string, opts Options) (*D
 	// Purged key material must be gone from the file, not left in free pages.
 	q.Add("_pragma", "secure_delete(ON)")
 	q.Set("_txlock", "immediate")
-	rw, err := sql.Open("sqlite", "file:"+path+"?"+q.Encode())
+	rw, err := openPool("sqlite", "file:"+path+"?"+q.Encode())
 	if err != nil {
 		return nil, fmt.Errorf("open database %s: %w", path, err)
 	}
@@ -116,7 +117,7 @@ func openSQLiteFile(ctx context.Context, path, journal string, opts Options) (*D
 
 	q.Set("_txlock", "deferred")
 	q.Add("_pragma", "query_only(1)")
-	ro, err := sql.Open("sqlite", "file:"+path+"?"+q.Encode())
+	ro, err := openPool("sqlite", "file:"+path+"?"+q.Encode())
 	if err != nil {
 		rw.Close()
 		return nil, fmt.Errorf("open database %s: %w", path, err)
@@ -134,7 +135,7 @@ func openSQLiteFile(ctx context.Context, path, journal string, opts Options) (*D
 // OpenPostgres opens the PostgreSQL database at url (postgres://...) and brings its schema up
 // to date. Several servers may share the database.
 func OpenPostgres(ctx context.Context, url string, opts Options) (*DB, error) {
-	pool, err := sql.Open("pgx", url)
+	pool, err := openPool("pgx", url)
 	if err != nil {
 		return nil, fmt.Errorf("open PostgreSQL: %w", err)
 	}
@@ -165,6 +166,31 @@ func Open(ctx context.Context, url, dataDir string, opts Options) (*DB, error) {
 	return OpenPostgres(ctx, url, opts)
 }
 
+// wrapConnector, when a test sets it, wraps the connections of the pools opened afterwards: the
+// query-plan test records every statement the store sends.
+var wrapConnector func(driver.Connector) driver.Connector
+
+// openPool opens a pool of the named driver, through wrapConnector when it is set.
+func openPool(driverName, dsn string) (*sql.DB, error) {
+	pool, err := sql.Open(driverName, dsn)
+	if err != nil || wrapConnector == nil {
+		return pool, err
+	}
+	drv := pool.Driver()
+	if err := pool.Close(); err != nil {
+		return nil, err
+	}
+	return sql.OpenDB(wrapConnector(dsnConnector{drv, dsn})), nil
+}
+
+type dsnConnector struct {
+	drv driver.Driver
+	dsn string
+}
+
+func (c dsnConnector) Connect(context.Context) (driver.Conn, error) { return c.drv.Open(c.dsn) }
+func (c dsnConnector) Driver() driver.Driver                        { return c.drv }
+
 // Dialect is "sqlite" or "postgres".
 func (db *DB) Dialect() string { return db.dialect }
 
@@ -183,6 +209,7 @@ func (db *DB) init(ctx context.Context) error {
 	if err := db.migrate(ctx, dialect); err != nil {
 		return err
 	}
+	db.optimize(ctx)
 	if db.sealer != nil {
 		if err := db.checkSealer(ctx); err != nil {
 			return err
@@ -238,15 +265,23 @@ func (db *DB) migrate(ctx context.Context, dialect string) error {
 		if _, err := tx.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY, applied_at BIGINT NOT NULL)`); err != nil {
 			return err
 		}
-		var current int64
-		if err := tx.QueryRowContext(ctx, `SELECT COALESCE(MAX(version), 0) FROM schema_migrations`).Scan(&current); err != nil {
+		// Every migration not yet recorded is applied, in order, not only those above the
+		// highest recorded: work merged in another order than its numbers leaves gaps (a
+		// database at 12 without 10), which the next start fills.
+		versions, err := queryAll(ctx, tx, func(s scanner) (int64, error) {
+			var v int64
+			return v, s.Scan(&v)
+		}, `SELECT version FROM schema_migrations`)
+		if err != nil {
 			return err
 		}
+		derive := false
 		for _, m := range list {
 			version, name := m.version, m.name
-			if version <= current {
+			if slices.Contains(versions, version) {
 				continue
 			}
+			derive = derive || version == statusMigration
 			body, err := migrations.ReadFile(dir + "/" + name)
 			if err != nil {
 				return err
@@ -258,8 +293,36 @@ func (db *DB) migrate(ctx context.Context, dialect string) error {
 				return err
 			}
 		}
+		if derive {
+			// The stored status is derived state: rows from before it get theirs in the same
+			// transaction as the schema, after every migration, so the Go that derives it
+			// reads the schema it was written for.
+			return deriveAll(ctx, tx, db.Now())
+		}
 		return nil
 	})
+}
+
+// statusMigration is the migration that introduced the stored escrow status.
+const statusMigration = 10
+
+// largeChange is how many rows a change touches before the query planner's statistics are
+// refreshed after it.
+const largeChange = 1000
+
+// optimize refreshes SQLite's query-planner statistics where they are missing or stale
+// (PRAGMA optimize, bounded by analysis_limit so it stays quick on a large database). Without
+// statistics SQLite plans "device_id IN (...) AND status = ..." on the index of the second
+// column and walks every key of the fleet. PostgreSQL's autovacuum keeps its own statistics.
+// Best effort: a failure costs speed, never correctness.
+func (db *DB) optimize(ctx context.Context) {
+	if db.dialect != "sqlite" {
+		return
+	}
+	_, _ = db.rw.ExecContext(ctx, `PRAGMA analysis_limit = 1000`)
+	// 0x10002: look at every table, not only those this connection used, and analyze those
+	// whose statistics are missing or off by a factor of 25 or more.
+	_, _ = db.rw.ExecContext(ctx, `PRAGMA optimize = 0x10002`)
 }
 
 type migration struct {

@@ -2,6 +2,7 @@ package web
 
 import (
 	"net/http"
+	"net/url"
 
 	"github.com/keyward/keyward/internal/escrow"
 )
@@ -11,6 +12,9 @@ type reportData struct {
 	Report escrow.EscrowReport
 	Bars   []bar
 	Chart  chart
+	Next   string // URL of the list's next page, "" on the last
+	First  string // URL of its first page, "" on it
+	Error  string
 }
 
 // bar is one status in the chart, laid out on the server: the page has no script, and the
@@ -33,17 +37,36 @@ type chart struct {
 
 // reportShow serves GET /reports/escrow: how many devices in the caller's scope are in each of
 // the four escrow statuses, as a chart drawn on the server, and the devices whose escrow
-// failed, is missing, or has been pending too long.
+// failed, is missing, or has been pending too long, the longest-standing first, a page at a
+// time (the CSV export has them all).
 func (s *Server) reportShow(w http.ResponseWriter, r *http.Request) error {
 	p := principal(r)
 	if err := s.authorize(r, p.CanReadReports(), "report.read", ""); err != nil {
 		return err
 	}
-	rep, err := s.store.EscrowReport(r.Context(), p.Scope())
+	cursor := r.URL.Query().Get("cursor")
+	var problems []escrow.ReportProblem
+	collect := func(pr escrow.ReportProblem) error { problems = append(problems, pr); return nil }
+	status := http.StatusOK
+	rep, err := s.store.StreamEscrowReport(r.Context(), p.Scope(), escrow.ReportPage{Cursor: cursor, Limit: pageSize}, nil, collect)
+	var notice string
+	if escrow.ErrorCode(err) == escrow.CodeInvalid {
+		// A cursor from an old link or a hand-made URL: show the first page and say so.
+		notice, status, cursor = escrow.ErrorMessage(err), http.StatusBadRequest, ""
+		problems = nil
+		rep, err = s.store.StreamEscrowReport(r.Context(), p.Scope(), escrow.ReportPage{Limit: pageSize}, nil, collect)
+	}
 	if err != nil {
 		return err
 	}
-	d := &reportData{Report: rep, Chart: chart{Width: 640, BarX: 140, BarMax: 420, BarHeight: 28}}
+	rep.Problems = problems
+	d := &reportData{Report: rep, Chart: chart{Width: 640, BarX: 140, BarMax: 420, BarHeight: 28}, Error: notice}
+	if rep.NextCursor != "" {
+		d.Next = "/reports/escrow?" + url.Values{"cursor": {rep.NextCursor}}.Encode()
+	}
+	if cursor != "" {
+		d.First = "/reports/escrow"
+	}
 	most := 0
 	for _, n := range rep.Counts {
 		most = max(most, n)
@@ -65,7 +88,7 @@ func (s *Server) reportShow(w http.ResponseWriter, r *http.Request) error {
 		d.Bars = append(d.Bars, b)
 	}
 	d.Chart.Height = 12 + len(d.Bars)*44
-	return s.render(w, r, http.StatusOK, viewReport, "Escrow report", "reports", d)
+	return s.render(w, r, status, viewReport, "Escrow report", "reports", d)
 }
 
 // problemLabel names why the report lists a device.

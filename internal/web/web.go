@@ -58,7 +58,8 @@ type Store interface {
 	RequestRotation(ctx context.Context, o escrow.Origin, deviceID, volumeID, reason string, allowed func(escrow.Device) bool) ([]escrow.Rotation, error)
 
 	ListAudit(ctx context.Context, f escrow.AuditFilter, fn func(escrow.AuditEvent) error) error
-	EscrowReport(ctx context.Context, scope escrow.Scope) (escrow.EscrowReport, error)
+	StreamEscrowReport(ctx context.Context, scope escrow.Scope, page escrow.ReportPage,
+		head func(escrow.EscrowReport) error, fn func(escrow.ReportProblem) error) (escrow.EscrowReport, error)
 	Settings(ctx context.Context) (escrow.Settings, error)
 	UpdateSettings(ctx context.Context, o escrow.Origin, change map[string]string) (escrow.Settings, error)
 	ListUsers(ctx context.Context) ([]escrow.User, error)
