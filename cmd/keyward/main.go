@@ -40,6 +40,7 @@ Usage:
   keyward devices set --id DEVICE_ID [--owner UPN] [--tag T]... [--no-tags]
   keyward audit verify
   keyward audit export [--format json|ndjson|csv]
+  keyward import csv --file F [--dry-run]
   keyward backup --out FILE [--master-key-file F]
   keyward restore --from FILE [--master-key-file F]
   keyward migrate-store --from DATA_DIR_OR_URL --to URL_OR_DATA_DIR [--master-key-file F]
@@ -162,6 +163,8 @@ func dispatch(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 		return auditVerify(ctx, rest[1:], env)
 	case cmd == "audit" && sub == "export":
 		return auditExport(ctx, rest[1:], env)
+	case cmd == "import" && sub == "csv":
+		return importCSV(ctx, rest[1:], env)
 	case cmd == "backup":
 		return backupCmd(ctx, rest, env)
 	case cmd == "restore":

@@ -47,6 +47,7 @@ func (db *DB) Import(ctx context.Context, o escrow.Origin, source string, recs [
 		v, err := checkImport(r)
 		if err != nil {
 			res.Outcome, res.Message = escrow.ImportInvalid, safeMessage(err)
+			res.KeyID, _ = escrow.ParseKeyID(r.KeyID) // named when it is one
 			continue
 		}
 		res.KeyID, res.Hostname = v.rec.KeyID, v.rec.Hostname

@@ -1,0 +1,156 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"time"
+
+	"github.com/keyward/keyward/internal/escrow"
+	"github.com/keyward/keyward/internal/importer"
+	"github.com/keyward/keyward/internal/store"
+)
+
+// importBatch is how many records one import transaction takes: large enough that a directory
+// of a hundred thousand keys is a few hundred transactions, small enough that servers running
+// beside the import wait for the write lock only milliseconds at a time.
+const importBatch = 500
+
+// importer feeds records from a source to store.Import in batches, prints each record it
+// skipped (by position, never with its material), the progress on large sources, and a
+// summary.
+type importRun struct {
+	ctx      context.Context
+	db       *store.DB
+	source   string // names the source in each key.import event
+	dryRun   bool
+	out, log io.Writer
+	batch    []escrow.ImportRecord
+	counts   map[escrow.ImportOutcome]int
+	devices  int // new device records
+	read     int
+	started  time.Time
+	reported time.Time
+}
+
+func newImportRun(ctx context.Context, db *store.DB, source string, dryRun bool, env cliEnv) *importRun {
+	now := time.Now()
+	return &importRun{ctx: ctx, db: db, source: source, dryRun: dryRun, out: env.stdout, log: env.stderr,
+		counts: map[escrow.ImportOutcome]int{}, started: now, reported: now}
+}
+
+// add is the sources' importer.Each.
+func (r *importRun) add(rec escrow.ImportRecord) error {
+	r.batch = append(r.batch, rec)
+	r.read++
+	if len(r.batch) < importBatch {
+		return nil
+	}
+	return r.flush()
+}
+
+func (r *importRun) flush() error {
+	if len(r.batch) == 0 {
+		return nil
+	}
+	results, err := r.db.Import(r.ctx, cliOrigin(), r.source, r.batch, r.dryRun)
+	if err != nil {
+		return exitError{1, fmt.Sprintf("import: %s (the last %d records were not stored; running the import again resumes)", escrow.ErrorMessage(err), len(r.batch))}
+	}
+	r.batch = r.batch[:0]
+	for _, res := range results {
+		r.counts[res.Outcome]++
+		if res.NewDevice && res.Outcome == escrow.ImportAdded {
+			r.devices++
+		}
+		switch res.Outcome {
+		case escrow.ImportInvalid, escrow.ImportConflict:
+			fmt.Fprintf(r.out, "%s: %s %s: %s\n", res.Position, res.Outcome, describeRecord(res), res.Message)
+		case escrow.ImportUnchanged:
+			if res.Message != "" {
+				fmt.Fprintf(r.out, "%s: %s %s: %s\n", res.Position, res.Outcome, describeRecord(res), res.Message)
+			}
+		}
+	}
+	if now := time.Now(); now.Sub(r.reported) >= 2*time.Second {
+		r.reported = now
+		rate := float64(r.read) / now.Sub(r.started).Seconds()
+		fmt.Fprintf(r.log, "import: %d records read, %.0f a second\n", r.read, rate)
+	}
+	return nil
+}
+
+func describeRecord(res escrow.ImportResult) string {
+	s := res.Hostname
+	if s == "" {
+		s = "(no hostname)"
+	}
+	if res.KeyID != "" {
+		s += " key " + res.KeyID
+	}
+	return s
+}
+
+// finish stores the last batch and prints the summary. Records skipped make the command exit
+// 1 once everything valid is stored, so a scheduled import gets noticed.
+func (r *importRun) finish() error {
+	if err := r.flush(); err != nil {
+		return err
+	}
+	verb := "imported"
+	if r.dryRun {
+		verb = "would import"
+	}
+	fmt.Fprintf(r.out, "%d records: %s %d keys (%d new device records), %d already held, %d conflicting, %d invalid, in %s\n",
+		r.read, verb, r.counts[escrow.ImportAdded], r.devices, r.counts[escrow.ImportUnchanged],
+		r.counts[escrow.ImportConflict], r.counts[escrow.ImportInvalid], time.Since(r.started).Round(time.Millisecond))
+	if r.dryRun {
+		fmt.Fprintln(r.out, "dry run: nothing was stored")
+	}
+	if n := r.counts[escrow.ImportConflict] + r.counts[escrow.ImportInvalid]; n > 0 {
+		return exitError{1, fmt.Sprintf("import: %d records skipped (listed above)", n)}
+	}
+	return nil
+}
+
+// importFlags are the flags every import takes.
+func addImportFlags(fs *flag.FlagSet) *bool {
+	return fs.Bool("dry-run", false, "report what the import would do and store nothing")
+}
+
+// importCSV reads a CSV file (importer.ReadCSV): the CrowdStrike export, or Keyward's own.
+func importCSV(ctx context.Context, args []string, env cliEnv) error {
+	fs := newFlags("import csv")
+	file := fs.String("file", "", "the CSV file (- for standard input)")
+	dryRun := addImportFlags(fs)
+	check := func() error {
+		if *file == "" {
+			return exitError{2, "import csv: give --file"}
+		}
+		return nil
+	}
+	return onStore(ctx, fs, args, env, check, func(db *store.DB) error {
+		in := env.stdin
+		if *file != "-" {
+			f, err := os.Open(*file)
+			if err != nil {
+				return exitError{1, "import csv: " + err.Error()}
+			}
+			defer f.Close()
+			in = f
+		}
+		run := newImportRun(ctx, db, "csv "+*file, *dryRun, env)
+		if err := importer.ReadCSV(in, run.add); err != nil {
+			if _, ok := err.(exitError); ok {
+				return err
+			}
+			if ferr := run.flush(); ferr != nil {
+				return ferr
+			}
+			return exitError{1, "import csv: " + err.Error()}
+		}
+		return run.finish()
+	})
+}
