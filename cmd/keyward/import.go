@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/keyward/keyward/internal/escrow"
@@ -143,14 +144,58 @@ func importCSV(ctx context.Context, args []string, env cliEnv) error {
 		}
 		run := newImportRun(ctx, db, "csv "+*file, *dryRun, env)
 		if err := importer.ReadCSV(in, run.add); err != nil {
-			if _, ok := err.(exitError); ok {
-				return err
-			}
-			if ferr := run.flush(); ferr != nil {
-				return ferr
-			}
-			return exitError{1, "import csv: " + err.Error()}
+			return readFailed(run, "import csv", err)
 		}
 		return run.finish()
 	})
+}
+
+// importEntra reads a tenant's keys from Microsoft Graph (importer.Entra).
+func importEntra(ctx context.Context, args []string, env cliEnv) error {
+	fs := newFlags("import entra")
+	tenant := fs.String("tenant", "", "the Entra tenant ID or domain")
+	clientID := fs.String("client-id", "", "the app registration's application (client) ID")
+	secretFile := fs.String("client-secret-file", "", "a file holding the client secret (or KEYWARD_ENTRA_CLIENT_SECRET)")
+	graphURL := fs.String("graph-url", "https://graph.microsoft.com/v1.0", "Microsoft Graph's root, for national clouds")
+	loginURL := fs.String("login-url", "https://login.microsoftonline.com", "the identity platform's root, for national clouds")
+	dryRun := addImportFlags(fs)
+	var secret string
+	check := func() error {
+		if *tenant == "" || *clientID == "" {
+			return exitError{2, "import entra: give --tenant and --client-id"}
+		}
+		secret = env.getenv("KEYWARD_ENTRA_CLIENT_SECRET")
+		if *secretFile != "" {
+			b, err := os.ReadFile(*secretFile)
+			if err != nil {
+				return exitError{1, "import entra: " + err.Error()}
+			}
+			secret = strings.TrimSpace(string(b))
+		}
+		if secret == "" {
+			return exitError{2, "import entra: give --client-secret-file or KEYWARD_ENTRA_CLIENT_SECRET"}
+		}
+		return nil
+	}
+	return onStore(ctx, fs, args, env, check, func(db *store.DB) error {
+		g := &importer.Entra{TenantID: *tenant, ClientID: *clientID, ClientSecret: secret, GraphURL: *graphURL, LoginURL: *loginURL,
+			UserAgent: "Keyward/" + version}
+		run := newImportRun(ctx, db, "entra tenant "+*tenant, *dryRun, env)
+		if err := g.Read(ctx, run.add); err != nil {
+			return readFailed(run, "import entra", err)
+		}
+		return run.finish()
+	})
+}
+
+// readFailed stores what a source read before it failed (a second run resumes: what is held
+// is unchanged) and reports the failure.
+func readFailed(run *importRun, name string, err error) error {
+	if _, ok := err.(exitError); ok {
+		return err
+	}
+	if ferr := run.flush(); ferr != nil {
+		return ferr
+	}
+	return exitError{1, fmt.Sprintf("%s: %v (%d records read; those before it were stored)", name, err, run.read)}
 }

@@ -41,6 +41,7 @@ Usage:
   keyward audit verify
   keyward audit export [--format json|ndjson|csv]
   keyward import csv --file F [--dry-run]
+  keyward import entra --tenant T --client-id ID [--client-secret-file F] [--graph-url U] [--login-url U] [--dry-run]
   keyward export --out FILE (--recipient age1… | --recipient-file F) --reason TEXT
   keyward recover --bundle FILE --identity KEYFILE --key-id 218A3504
   keyward backup --out FILE [--master-key-file F]
@@ -176,6 +177,8 @@ func dispatch(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 		return auditExport(ctx, rest[1:], env)
 	case cmd == "import" && sub == "csv":
 		return importCSV(ctx, rest[1:], env)
+	case cmd == "import" && sub == "entra":
+		return importEntra(ctx, rest[1:], env)
 	case cmd == "export":
 		return exportCmd(ctx, rest, env)
 	case cmd == "recover":
