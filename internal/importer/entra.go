@@ -270,4 +270,3 @@ func graphError(status int, body []byte) error {
 	}
 	return fmt.Errorf("status %d %s", status, e.Error.Code)
 }
-
