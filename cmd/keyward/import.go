@@ -2,9 +2,12 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"flag"
 	"fmt"
 	"io"
+	"net/url"
 	"os"
 	"strings"
 	"time"
@@ -198,4 +201,73 @@ func readFailed(run *importRun, name string, err error) error {
 		return ferr
 	}
 	return exitError{1, fmt.Sprintf("%s: %v (%d records read; those before it were stored)", name, err, run.read)}
+}
+
+// importAD reads Active Directory's msFVE-RecoveryInformation objects over LDAP (importer.AD).
+func importAD(ctx context.Context, args []string, env cliEnv) error {
+	fs := newFlags("import ad")
+	ldapURL := fs.String("url", "", "the directory: ldaps://dc1.example.com, or ldap://… with --start-tls")
+	startTLS := fs.Bool("start-tls", false, "StartTLS on an ldap:// connection")
+	caFile := fs.String("ca-file", "", "PEM certificates to trust for the directory's TLS (default: the system's)")
+	bindDN := fs.String("bind-dn", "", "simple bind: the DN or user@domain to bind as")
+	pwFile := fs.String("bind-password-file", "", "simple bind: a file holding the password (or KEYWARD_AD_BIND_PASSWORD)")
+	certFile := fs.String("client-cert", "", "SASL EXTERNAL bind: the client certificate (PEM)")
+	keyFile := fs.String("client-key", "", "SASL EXTERNAL bind: its private key (PEM)")
+	baseDN := fs.String("base-dn", "", "where to search, e.g. DC=example,DC=com")
+	filter := fs.String("filter", "", "an extra LDAP filter on the recovery objects")
+	owner := fs.String("owner-attribute", "managedBy", "the computer attribute naming its owner (a DN or a UPN)")
+	pageSize := fs.Uint("page-size", 500, "LDAP paged-results page size")
+	dryRun := addImportFlags(fs)
+	a := &importer.AD{}
+	check := func() error {
+		if *ldapURL == "" || *baseDN == "" {
+			return exitError{2, "import ad: give --url and --base-dn"}
+		}
+		cfg := &tls.Config{MinVersion: tls.VersionTLS12}
+		if *caFile != "" {
+			pem, err := os.ReadFile(*caFile)
+			if err != nil {
+				return exitError{1, "import ad: " + err.Error()}
+			}
+			cfg.RootCAs = x509.NewCertPool()
+			if !cfg.RootCAs.AppendCertsFromPEM(pem) {
+				return exitError{2, "import ad: --ca-file holds no PEM certificate"}
+			}
+		}
+		if u, err := url.Parse(*ldapURL); err == nil {
+			cfg.ServerName = u.Hostname()
+		}
+		*a = importer.AD{URL: *ldapURL, StartTLS: *startTLS, TLS: cfg, BindDN: *bindDN, BaseDN: *baseDN, Filter: *filter,
+			OwnerAttribute: *owner, PageSize: uint32(*pageSize)}
+		switch {
+		case *certFile != "":
+			cert, err := tls.LoadX509KeyPair(*certFile, *keyFile)
+			if err != nil {
+				return exitError{1, "import ad: client certificate: " + err.Error()}
+			}
+			cfg.Certificates, a.SASLExternal = []tls.Certificate{cert}, true
+		case *bindDN != "":
+			a.Password = env.getenv("KEYWARD_AD_BIND_PASSWORD")
+			if *pwFile != "" {
+				b, err := os.ReadFile(*pwFile)
+				if err != nil {
+					return exitError{1, "import ad: " + err.Error()}
+				}
+				a.Password = strings.TrimRight(string(b), "\r\n")
+			}
+			if a.Password == "" {
+				return exitError{2, "import ad: give --bind-password-file or KEYWARD_AD_BIND_PASSWORD"}
+			}
+		default:
+			return exitError{2, "import ad: give --bind-dn (simple bind) or --client-cert and --client-key (SASL EXTERNAL)"}
+		}
+		return nil
+	}
+	return onStore(ctx, fs, args, env, check, func(db *store.DB) error {
+		run := newImportRun(ctx, db, "ad "+*ldapURL, *dryRun, env)
+		if err := a.Read(ctx, run.add); err != nil {
+			return readFailed(run, "import ad", err)
+		}
+		return run.finish()
+	})
 }

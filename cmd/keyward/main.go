@@ -41,6 +41,7 @@ Usage:
   keyward audit verify
   keyward audit export [--format json|ndjson|csv]
   keyward import csv --file F [--dry-run]
+  keyward import ad --url ldaps://DC --base-dn DN (--bind-dn DN [--bind-password-file F] | --client-cert F --client-key F) [--start-tls] [--ca-file F] [--filter F] [--owner-attribute A] [--dry-run]
   keyward import entra --tenant T --client-id ID [--client-secret-file F] [--graph-url U] [--login-url U] [--dry-run]
   keyward export --out FILE (--recipient age1… | --recipient-file F) --reason TEXT
   keyward recover --bundle FILE --identity KEYFILE --key-id 218A3504
@@ -88,8 +89,10 @@ it; restore copies a verified backup into an empty data directory or database. B
 backup with the master key (default DATA_DIR/master.key), which the backup does not hold:
 key material in it is sealed, and useless without the master key. Keep the two apart.
 
-Moving to Keyward: "import csv" reads the CrowdStrike export (Hostname, KeyID, RecoveryKey) or
-Keyward's own CSV (hostname, keyId, recoveryPassword, ownerUpn, volumeType). Each key is
+Moving to Keyward: "import ad" reads Active Directory's msFVE-RecoveryInformation objects over
+LDAP with TLS; "import entra" reads Entra ID's keys through Microsoft Graph; "import csv" reads
+the CrowdStrike export (Hostname, KeyID, RecoveryKey) or Keyward's own CSV (hostname, keyId,
+recoveryPassword, ownerUpn, volumeType). Each key is
 validated, sealed and attached to the device with that hostname (or a new device record with no
 agent yet) with a key.import event; a second run changes nothing; --dry-run stores nothing.
 
@@ -177,6 +180,8 @@ func dispatch(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 		return auditExport(ctx, rest[1:], env)
 	case cmd == "import" && sub == "csv":
 		return importCSV(ctx, rest[1:], env)
+	case cmd == "import" && sub == "ad":
+		return importAD(ctx, rest[1:], env)
 	case cmd == "import" && sub == "entra":
 		return importEntra(ctx, rest[1:], env)
 	case cmd == "export":
