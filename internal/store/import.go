@@ -127,7 +127,7 @@ func checkImport(r escrow.ImportRecord) (checkedImport, error) {
 
 // importOne stores one valid record inside the import's transaction and fills in its result.
 func (db *DB) importOne(ctx context.Context, tx *sql.Tx, o escrow.Origin, source string, r escrow.ImportRecord, password, owner string, now time.Time, res *escrow.ImportResult) error {
-	deviceID, err := importDevice(ctx, tx, r.Hostname)
+	deviceID, err := importDevice(ctx, tx, r.Hostname, r.KeyID)
 	if err != nil {
 		return err
 	}
@@ -209,11 +209,13 @@ func refreshImportedStatus(ctx context.Context, tx dbtx, deviceID string, now ti
 }
 
 // importDevice returns the device in service named hostname (compared without case, as Windows
-// compares computer names), the most recently seen one if several are; "" if there is none.
-func importDevice(ctx context.Context, tx dbtx, hostname string) (string, error) {
+// compares computer names): if several are, the one already holding the key ID (so a second
+// run finds what the first stored), else the most recently seen; "" if there is none.
+func importDevice(ctx context.Context, tx dbtx, hostname, keyID string) (string, error) {
 	var id string
 	err := tx.QueryRowContext(ctx, `SELECT id FROM devices WHERE lower(name) = lower($1) AND retired_at IS NULL
-		ORDER BY last_seen_at DESC, id LIMIT 1`, hostname).Scan(&id)
+		ORDER BY CASE WHEN EXISTS (SELECT 1 FROM recovery_keys k WHERE k.device_id = devices.id AND k.key_id = $2) THEN 0 ELSE 1 END,
+		last_seen_at DESC, id LIMIT 1`, hostname, keyID).Scan(&id)
 	if errors.Is(err, sql.ErrNoRows) {
 		return "", nil
 	}

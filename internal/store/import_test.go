@@ -124,3 +124,51 @@ func TestImport(t *testing.T) {
 		t.Error("a conflicting import replaced the held password")
 	}
 }
+
+// An agent that enrolls with an imported device's name takes the record over only once it
+// escrows the same password under one of its key IDs: a name alone proves nothing.
+func TestImportedDeviceTakenOver(t *testing.T) {
+	e := newEnv(t)
+	got, err := e.db.Import(e.ctx, cliOrigin, "csv keys.csv", []escrow.ImportRecord{
+		{Position: "line 2", Hostname: "LT-0077", KeyID: xts128.keyID, Password: xts128.password},
+		{Position: "line 3", Hostname: "LT-0077", KeyID: togo.keyID, Password: togo.password, VolumeType: escrow.VolumeRemovable},
+	}, false)
+	if err != nil || got[0].Outcome != escrow.ImportAdded {
+		t.Fatalf("%+v %v", got, err)
+	}
+	imported := got[0].DeviceID
+
+	// A planted device with the name and a made-up password under the key ID takes nothing.
+	planted := e.enroll("lt-0077", "mallory@example.com")
+	e.escrowPassword(planted, osVolume, sample{xts128.keyID, genSample(5).password})
+	if d := e.device(imported); d.Retired() {
+		t.Fatal("a device with the same name but another password took the record over")
+	}
+	if n := len(e.disclose(planted.DeviceID).Keys); n != 1 {
+		t.Fatalf("the planted device holds %d keys", n)
+	}
+
+	agent := e.enroll("LT-0077", "alice@example.com")
+	e.escrowPassword(agent, osVolume, xts128)
+	if d := e.device(imported); !d.Retired() || !strings.Contains(d.RetireReason, agent.DeviceID) {
+		t.Fatalf("imported record: retired %v, %q", d.RetiredAt, d.RetireReason)
+	}
+	held := map[string]string{}
+	for _, k := range e.disclose(agent.DeviceID).Keys {
+		held[k.KeyID] = k.Material
+	}
+	if len(held) != 2 || held[xts128.keyID] != xts128.password || held[togo.keyID] != togo.password {
+		t.Fatalf("the agent's device holds %d keys", len(held))
+	}
+	if n := len(e.disclose(imported).Keys); n != 0 {
+		t.Errorf("the retired record still discloses %d keys", n)
+	}
+	if evs := e.events(escrow.AuditFilter{Action: escrow.ActionDeviceRetire, DeviceID: imported}); len(evs) != 1 || !strings.Contains(evs[0].Detail, "1 other keys moved") {
+		t.Errorf("events %+v", evs)
+	}
+	// Importing again attaches to the agent's device, where the keys are already held.
+	again, err := e.db.Import(e.ctx, cliOrigin, "csv keys.csv", []escrow.ImportRecord{{Position: "line 3", Hostname: "LT-0077", KeyID: togo.keyID, Password: togo.password}}, false)
+	if err != nil || again[0].Outcome != escrow.ImportUnchanged || again[0].DeviceID != agent.DeviceID {
+		t.Fatalf("a second import: %+v %v", again, err)
+	}
+}
