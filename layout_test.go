@@ -127,6 +127,11 @@ func TestLayoutRules(t *testing.T) {
 			m + "cmd/keyward-agent imports " + m + "internal/recovery",
 			m + "internal/agent/bitlocker imports " + m + "internal/agentutil",
 		}},
+		{name: "import sources import the store", pkgs: []goPackage{
+			pkg("internal/importer", "importer", m+"internal/escrow", m+"internal/store", "github.com/go-ldap/ldap/v3"),
+		}, want: []string{
+			m + "internal/importer imports " + m + "internal/store",
+		}},
 		{name: "agent test helper imports server packages", pkgs: []goPackage{
 			pkg("internal/agent/agenttest", "agenttest", m+"internal/bitlockertest", m+"internal/store"),
 		}, want: []string{
@@ -196,6 +201,10 @@ func forbidden(path, imp string) string {
 	case in(path, "internal/metrics"):
 		if in(imp, "internal/store") || in(imp, "internal/api") || in(imp, "internal/web") || in(imp, "cmd") {
 			return "adapters never import each other: the metrics count the fleet through their own interface"
+		}
+	case in(path, "internal/importer"):
+		if in(imp, "internal/store") || in(imp, "internal/api") || in(imp, "internal/web") || in(imp, "internal/metrics") || in(imp, "cmd") {
+			return "the import sources only read and parse: the command hands their records to the store"
 		}
 	case in(path, "internal/agent/agenttest"):
 		// The agent's test helper shares the other test helpers, never server code.

@@ -40,6 +40,11 @@ Usage:
   keyward devices set --id DEVICE_ID [--owner UPN] [--tag T]... [--no-tags]
   keyward audit verify
   keyward audit export [--format json|ndjson|csv]
+  keyward import csv --file F [--dry-run]
+  keyward import ad --url ldaps://DC --base-dn DN (--bind-dn DN [--bind-password-file F] | --client-cert F --client-key F) [--start-tls] [--ca-file F] [--filter F] [--owner-attribute A] [--dry-run]
+  keyward import entra --tenant T --client-id ID [--client-secret-file F] [--graph-url U] [--login-url U] [--dry-run]
+  keyward export --out FILE (--recipient age1… | --recipient-file F) --reason TEXT
+  keyward recover --bundle FILE --identity KEYFILE --key-id 218A3504
   keyward backup --out FILE [--master-key-file F]
   keyward restore --from FILE [--master-key-file F]
   keyward migrate-store --from DATA_DIR_OR_URL --to URL_OR_DATA_DIR [--master-key-file F]
@@ -83,6 +88,17 @@ backup writes a consistent snapshot, taken while servers run, to a new SQLite fi
 it; restore copies a verified backup into an empty data directory or database. Both check the
 backup with the master key (default DATA_DIR/master.key), which the backup does not hold:
 key material in it is sealed, and useless without the master key. Keep the two apart.
+
+Moving to Keyward: "import ad" reads Active Directory's msFVE-RecoveryInformation objects over
+LDAP with TLS; "import entra" reads Entra ID's keys through Microsoft Graph; "import csv" reads
+the CrowdStrike export (Hostname, KeyID, RecoveryKey) or Keyward's own CSV (hostname, keyId,
+recoveryPassword, ownerUpn, volumeType). Each key is
+validated, sealed and attached to the device with that hostname (or a new device record with no
+agent yet) with a key.import event; a second run changes nothing; --dry-run stores nothing.
+
+Break-glass copy: "export" writes every active and retained key into one file encrypted with age
+to the recipient, as one key.export event; "recover" prints the password(s) for a key ID from
+that file with the identity alone, no server and no database.
 
 Every command takes --data-dir (default ./keyward-data) or --database-url postgres://..., and
 --master-key-file (default DATA_DIR/master.key): the audit trail is keyed by the master key;
@@ -162,6 +178,16 @@ func dispatch(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 		return auditVerify(ctx, rest[1:], env)
 	case cmd == "audit" && sub == "export":
 		return auditExport(ctx, rest[1:], env)
+	case cmd == "import" && sub == "csv":
+		return importCSV(ctx, rest[1:], env)
+	case cmd == "import" && sub == "ad":
+		return importAD(ctx, rest[1:], env)
+	case cmd == "import" && sub == "entra":
+		return importEntra(ctx, rest[1:], env)
+	case cmd == "export":
+		return exportCmd(ctx, rest, env)
+	case cmd == "recover":
+		return recoverCmd(rest, env)
 	case cmd == "backup":
 		return backupCmd(ctx, rest, env)
 	case cmd == "restore":

@@ -48,6 +48,8 @@ const (
 	ActionKeyRead           = "key.read"
 	ActionKeyList           = "key.list"
 	ActionKeyEscrow         = "key.escrow"
+	ActionKeyImport         = "key.import" // a key brought in from Active Directory, Entra ID or a file
+	ActionKeyExport         = "key.export" // every key disclosed at once into a break-glass copy
 	ActionKeySupersede      = "key.supersede"
 	ActionKeyVerify         = "key.verify"
 	ActionKeyPurge          = "key.purge"

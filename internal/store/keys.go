@@ -90,6 +90,9 @@ func (db *DB) Escrow(ctx context.Context, o escrow.Origin, deviceID string, req 
 			e.Detail += "; key ID also escrowed by " + describeHolders(others)
 		}
 		if store == "insert" {
+			if err := db.takeOverImported(ctx, tx, deviceID, req.KeyID, []byte(req.Material), now); err != nil {
+				return err
+			}
 			_, err = tx.ExecContext(ctx, `INSERT INTO recovery_keys (device_id, key_id, volume_id, kind, status, ciphertext, wrapped_key, created_at)
 				VALUES ($1, $2, $3, $4, 'active', $5, $6, $7)`,
 				deviceID, req.KeyID, req.VolumeID, string(req.Kind), sealed.Ciphertext, sealed.WrappedKey, micros(now))
