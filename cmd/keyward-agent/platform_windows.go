@@ -14,7 +14,6 @@ import (
 	"strconv"
 	"strings"
 	"time"
-	"unsafe"
 
 	"golang.org/x/sys/windows"
 	"golang.org/x/sys/windows/registry"
@@ -201,36 +200,11 @@ func installService(args []string) (string, error) {
 	return exe, nil
 }
 
-// programDirSDDL lets SYSTEM and Administrators (the owner) change the program directory and
-// nobody else see into it; every command of the agent needs an administrator anyway.
-const programDirSDDL = "O:BAG:SYD:P(A;OICI;FA;;;SY)(A;OICI;FA;;;BA)"
-
-// installBinary creates dir with programDirSDDL (or sets it on a dir that exists), and copies
-// src into it: to a temporary file, flushed, then renamed over exe.
+// installBinary creates dir for SYSTEM and Administrators only (agent.MakeAdminOnlyDir: every
+// command of the agent needs an administrator anyway), and copies src into it: to a temporary
+// file, flushed, then renamed over exe.
 func installBinary(src, dir, exe string) error {
-	sd, err := windows.SecurityDescriptorFromString(programDirSDDL)
-	if err != nil {
-		return err
-	}
-	p, err := windows.UTF16PtrFromString(dir)
-	if err != nil {
-		return err
-	}
-	sa := windows.SecurityAttributes{Length: uint32(unsafe.Sizeof(windows.SecurityAttributes{})), SecurityDescriptor: sd}
-	if err := windows.CreateDirectory(p, &sa); errors.Is(err, windows.ERROR_ALREADY_EXISTS) {
-		owner, _, err := sd.Owner()
-		if err != nil {
-			return err
-		}
-		dacl, _, err := sd.DACL()
-		if err != nil {
-			return err
-		}
-		if err := windows.SetNamedSecurityInfo(dir, windows.SE_FILE_OBJECT,
-			windows.OWNER_SECURITY_INFORMATION|windows.DACL_SECURITY_INFORMATION|windows.PROTECTED_DACL_SECURITY_INFORMATION, owner, nil, dacl, nil); err != nil {
-			return err
-		}
-	} else if err != nil {
+	if err := agent.MakeAdminOnlyDir(dir); err != nil {
 		return err
 	}
 	in, err := os.Open(src)

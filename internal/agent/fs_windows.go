@@ -37,6 +37,18 @@ func replaceFile(from, to string) error {
 // token: a local user who read it could report as this device.
 const stateDirSDDL = "O:BAG:SYD:P(A;OICI;FA;;;SY)(A;OICI;FA;;;BA)"
 
+// MakeAdminOnlyDir creates dir with stateDirSDDL in CreateDirectory itself, or, when it exists,
+// sets that owner and protected access list on it: SYSTEM and Administrators only. The
+// install directory of the agent's binary (under Program Files) is made this way, so that no
+// unelevated process can replace what the service runs as SYSTEM.
+func MakeAdminOnlyDir(dir string) error {
+	var ops osDirOps
+	if err := ops.Create(dir); !errors.Is(err, fs.ErrExist) {
+		return err
+	}
+	return ops.Secure(dir)
+}
+
 // osDirOps prepares the state directory on Windows.
 type osDirOps struct{}
 
