@@ -26,10 +26,14 @@ func (db *DB) appendEvent(ctx context.Context, tx dbtx, e escrow.AuditEvent) err
 		return errNoAuditKey
 	}
 	var head audit.Head
-	// The UPDATE takes the row lock first (SELECT ... FOR UPDATE is not portable); concurrent
-	// appenders queue on it and each sees the head its predecessor left.
-	if _, err := tx.ExecContext(ctx, `UPDATE audit_head SET seq = seq WHERE id = 1`); err != nil {
-		return err
+	// On PostgreSQL the UPDATE takes the row lock first (SELECT ... FOR UPDATE is not
+	// portable); concurrent appenders queue on it and each sees the head its predecessor left.
+	// A write batch holds it already (commit.go), a migration or copy takes it here. SQLite's
+	// write transactions are serial, so the lock is the transaction's own.
+	if db.dialect == "postgres" {
+		if _, err := tx.ExecContext(ctx, `UPDATE audit_head SET seq = seq WHERE id = 1`); err != nil {
+			return err
+		}
 	}
 	if err := tx.QueryRowContext(ctx, `SELECT seq, hash, mac FROM audit_head WHERE id = 1`).Scan(&head.Seq, &head.Hash, &head.MAC); err != nil {
 		return err
