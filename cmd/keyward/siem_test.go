@@ -5,19 +5,28 @@ import (
 	"bytes"
 	"crypto/ecdsa"
 	"crypto/elliptic"
+	"crypto/hmac"
 	"crypto/rand"
+	"crypto/sha256"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"database/sql"
+	"encoding/hex"
 	"encoding/json"
 	"encoding/pem"
 	"fmt"
+	"io"
 	"math/big"
 	"net"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -403,5 +412,253 @@ func TestSyslogDeliveryToRsyslog(t *testing.T) {
 				t.Fatal("rsyslog received the recovery password")
 			}
 		})
+	}
+}
+
+// webhookReceiver is a real HTTPS receiver that verifies each request's signature itself, as a
+// receiver written from the README would, and keeps what it accepted.
+type webhookReceiver struct {
+	srv    *httptest.Server
+	caFile string
+	secret []byte
+
+	mu       sync.Mutex
+	refuse   bool     // answer 503 to everything
+	lines    [][]byte // the NDJSON lines accepted, in order
+	raw      []byte   // every byte of every body received
+	refused  int
+	badSigns int
+}
+
+func newWebhookReceiver(t *testing.T, secret []byte) *webhookReceiver {
+	t.Helper()
+	w := &webhookReceiver{secret: secret}
+	w.srv = httptest.NewTLSServer(http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
+		body, err := io.ReadAll(r.Body)
+		if err != nil {
+			rw.WriteHeader(400)
+			return
+		}
+		w.mu.Lock()
+		defer w.mu.Unlock()
+		w.raw = append(w.raw, body...)
+		var ts, sig string
+		for part := range strings.SplitSeq(r.Header.Get("Keyward-Signature"), ",") {
+			if v, ok := strings.CutPrefix(part, "t="); ok {
+				ts = v
+			}
+			if v, ok := strings.CutPrefix(part, "v1="); ok {
+				sig = v
+			}
+		}
+		mac := hmac.New(sha256.New, w.secret)
+		mac.Write([]byte(ts + "."))
+		mac.Write(body)
+		got, _ := hex.DecodeString(sig)
+		sent, err := strconv.ParseInt(ts, 10, 64)
+		if !hmac.Equal(got, mac.Sum(nil)) || err != nil || time.Since(time.Unix(sent, 0)).Abs() > 5*time.Minute {
+			w.badSigns++
+			rw.WriteHeader(401)
+			return
+		}
+		if r.Method != "POST" || r.Header.Get("Content-Type") != "application/x-ndjson" {
+			w.badSigns++
+			rw.WriteHeader(415)
+			return
+		}
+		if w.refuse {
+			w.refused++
+			rw.WriteHeader(503)
+			return
+		}
+		for line := range bytes.SplitSeq(bytes.TrimSuffix(body, []byte("\n")), []byte("\n")) {
+			w.lines = append(w.lines, line)
+		}
+		rw.WriteHeader(204)
+	}))
+	t.Cleanup(w.srv.Close)
+	w.caFile = filepath.Join(t.TempDir(), "webhook-ca.pem")
+	if err := os.WriteFile(w.caFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: w.srv.Certificate().Raw}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return w
+}
+
+func (w *webhookReceiver) setRefuse(refuse bool) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.refuse = refuse
+}
+
+// accepted returns the seq of each event accepted, in order, and the lines themselves.
+func (w *webhookReceiver) accepted(t *testing.T) ([]int64, [][]byte) {
+	t.Helper()
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	var seqs []int64
+	for _, l := range w.lines {
+		var e struct{ Seq int64 }
+		if err := json.Unmarshal(l, &e); err != nil {
+			t.Fatalf("webhook line %q: %v", l, err)
+		}
+		seqs = append(seqs, e.Seq)
+	}
+	return seqs, slices.Clone(w.lines)
+}
+
+func writeSecretFile(t *testing.T) (string, []byte) {
+	t.Helper()
+	secret := []byte(rand.Text() + rand.Text())
+	f := filepath.Join(t.TempDir(), "webhook.secret")
+	if err := os.WriteFile(f, append(secret, '\n'), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return f, secret
+}
+
+func scrape(t *testing.T, url, admin string) string {
+	t.Helper()
+	return string(mustCall(t, 200, "GET", url+"/metrics", admin, ""))
+}
+
+// TestWebhookDelivery delivers to a real HTTPS receiver that checks every signature: while it
+// refuses, the lag grows and failures are counted; once it accepts, every event arrives once,
+// in order, in the audit export's encoding, and the lag returns to 0. The key never travels.
+func TestWebhookDelivery(t *testing.T) {
+	secretFile, secret := writeSecretFile(t)
+	recv := newWebhookReceiver(t, secret)
+	recv.setRefuse(true)
+	dir := t.TempDir()
+	r := startWith(t, dir, map[string]string{"KEYWARD_AUDIT_WEBHOOK": recv.srv.URL + "/siem?token=receiver-secret",
+		"KEYWARD_AUDIT_WEBHOOK_SECRET_FILE": secretFile, "KEYWARD_AUDIT_WEBHOOK_CA": recv.caFile,
+		"KEYWARD_AUDIT_DELIVERY_RETRY_MAX": "200ms"}, quickDelivery)
+	admin, deviceID, deviceToken, _ := setUp(t, r.URL(), dir)
+	s := bitlockertest.Samples(t)[0]
+	mustCall(t, 201, "PUT", r.URL()+"/api/agent/keys/"+s.KeyID, deviceToken, escrowJSON(s.Password))
+	mustCall(t, 200, "GET", r.URL()+"/api/devices/security/bitlocker/keys/"+deviceID+"?reason=INC0002", admin, "")
+
+	waitFor(t, "refused deliveries", 10*time.Second, func() bool {
+		return counter(t, scrape(t, r.URL(), admin), `keyward_audit_delivery_failures_total{sink="webhook"}`) >= 2
+	})
+	m := scrape(t, r.URL(), admin)
+	if lag := counter(t, m, `keyward_audit_delivery_lag_events{sink="webhook"}`); lag < 5 {
+		t.Fatalf("lag %d events while the receiver refuses", lag)
+	}
+	if up := counter(t, m, `keyward_audit_delivery_up{sink="webhook"}`); up != 0 {
+		t.Fatalf("webhook up %d while the receiver refuses", up)
+	}
+	time.Sleep(1100 * time.Millisecond) // the oldest undelivered event is now over a second old
+	if age := counter(t, scrape(t, r.URL(), admin), `keyward_audit_delivery_lag_seconds{sink="webhook"}`); age < 1 {
+		t.Fatalf("lag %d s while the receiver refuses", age)
+	}
+
+	recv.setRefuse(false)
+	waitFor(t, "the lag to return to 0", 10*time.Second, func() bool {
+		m := scrape(t, r.URL(), admin)
+		return counter(t, m, `keyward_audit_delivery_lag_events{sink="webhook"}`) == 0 &&
+			counter(t, m, `keyward_audit_delivery_lag_seconds{sink="webhook"}`) == 0
+	})
+	m = scrape(t, r.URL(), admin)
+	want := mustCall(t, 200, "GET", r.URL()+"/api/devices/security/bitlocker/keys/audit?format=ndjson", admin, "")
+	wantLines := bytes.Split(bytes.TrimSpace(want), []byte("\n"))
+	slices.Reverse(wantLines) // the export is newest first
+	seqs, lines := recv.accepted(t)
+	if len(lines) != len(wantLines) {
+		t.Fatalf("the receiver accepted %d events (%v), the trail has %d", len(lines), seqs, len(wantLines))
+	}
+	for i := range lines {
+		if seqs[i] != int64(i+1) || !bytes.Equal(lines[i], wantLines[i]) {
+			t.Fatalf("event %d: received\n%s\nthe export has\n%s", i, lines[i], wantLines[i])
+		}
+	}
+	if d := counter(t, m, `keyward_audit_delivered_total{sink="webhook"}`); d != int64(len(lines)) {
+		t.Fatalf("delivered_total %d, the receiver accepted %d", d, len(lines))
+	}
+	if up := counter(t, m, `keyward_audit_delivery_up{sink="webhook"}`); up != 1 {
+		t.Fatalf("webhook up %d once delivered", up)
+	}
+	recv.mu.Lock()
+	defer recv.mu.Unlock()
+	if recv.badSigns != 0 || recv.refused < 2 {
+		t.Fatalf("%d requests with a bad signature, %d refused", recv.badSigns, recv.refused)
+	}
+	if containsKey(recv.raw, s.Password) {
+		t.Fatal("the webhook received the recovery password")
+	}
+	if strings.Contains(r.logs.String(), "receiver-secret") {
+		t.Fatal("the log shows the webhook URL's query")
+	}
+}
+
+// TestTwoServersDeliverEachEventOnce runs two servers on one PostgreSQL database delivering to
+// one webhook: the lease lets one of them deliver, so each event arrives once and in order;
+// when that server crashes, the other takes the sink over after the lease runs out and goes on
+// from the stored cursor.
+func TestTwoServersDeliverEachEventOnce(t *testing.T) {
+	dbURL := pgDatabase(t)
+	secretFile, secret := writeSecretFile(t)
+	recv := newWebhookReceiver(t, secret)
+	c := newCluster(t, dbURL, 2, "--audit-webhook", recv.srv.URL, "--audit-webhook-secret-file", secretFile,
+		"--audit-webhook-ca", recv.caFile, "--audit-delivery-lease", "3s", "--audit-delivery-retry-max", "500ms")
+	for i := range 6 {
+		enrollAt(t, c.servers[i%2].url, c.admin, fmt.Sprintf("LT-%04d", i))
+	}
+	caughtUp := func(url string) func() bool {
+		return func() bool {
+			seqs, _ := recv.accepted(t)
+			return len(seqs) >= len(exportAudit(t, url, c.admin))
+		}
+	}
+	waitFor(t, "delivery of the first events", 15*time.Second, caughtUp(c.servers[1].url))
+
+	db, err := sql.Open("pgx", dbURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	holderPid := func() int {
+		var holder string
+		if err := db.QueryRow(`SELECT holder FROM delivery_cursors WHERE sink = 'webhook'`).Scan(&holder); err != nil {
+			t.Fatal(err)
+		}
+		parts := strings.Split(holder, "/")
+		pid, err := strconv.Atoi(parts[len(parts)-2])
+		if err != nil {
+			t.Fatalf("holder %q", holder)
+		}
+		return pid
+	}
+	first := holderPid()
+	var crashed, survivor *process
+	for _, p := range c.servers {
+		if p.cmd.Process.Pid == first {
+			crashed = p
+		} else {
+			survivor = p
+		}
+	}
+	if crashed == nil {
+		t.Fatalf("the lease names pid %d, not one of the servers", first)
+	}
+	if err := crashed.cmd.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	_ = crashed.cmd.Wait()
+	for i := range 4 {
+		enrollAt(t, survivor.url, c.admin, fmt.Sprintf("LT-1%03d", i))
+	}
+	waitFor(t, "the other server to take over", 15*time.Second, caughtUp(survivor.url))
+	if got := holderPid(); got != survivor.cmd.Process.Pid {
+		t.Fatalf("the lease names pid %d, want the surviving server %d", got, survivor.cmd.Process.Pid)
+	}
+	seqs, _ := recv.accepted(t)
+	n := len(exportAudit(t, survivor.url, c.admin))
+	if len(seqs) != n {
+		t.Fatalf("the receiver accepted %d events for a trail of %d: %v", len(seqs), n, seqs)
+	}
+	for i, seq := range seqs {
+		if seq != int64(i+1) {
+			t.Fatalf("the receiver accepted seqs %v: want each of 1 to %d once, in order", seqs, n)
+		}
 	}
 }
