@@ -662,3 +662,45 @@ func TestTwoServersDeliverEachEventOnce(t *testing.T) {
 		}
 	}
 }
+
+// TestAuditDeliveryFlags: settings that cannot work are refused at start, naming the flag.
+func TestAuditDeliveryFlags(t *testing.T) {
+	short := filepath.Join(t.TempDir(), "short.secret")
+	if err := os.WriteFile(short, []byte("too short\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, tt := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--audit-delivery-start", "middle"}, "--audit-delivery-start"},
+		{[]string{"--audit-delivery-lease", "1s"}, "--audit-delivery-lease"},
+		{[]string{"--audit-webhook", "https://hooks.example.com/in"}, "--audit-webhook-secret-file"},
+		{[]string{"--audit-webhook-secret-file", short}, "--audit-webhook-secret-file"},
+		{[]string{"--audit-syslog-ca", "ca.pem"}, "need --audit-syslog"},
+		{[]string{"--audit-require-delivery", "syslog"}, "needs --audit-syslog"},
+		{[]string{"--audit-require-delivery", "email", "--audit-syslog", "tcp://127.0.0.1:514"}, "must be syslog or webhook"},
+		{[]string{"--audit-require-delivery-timeout", "2m"}, "--audit-require-delivery-timeout"},
+	} {
+		err := NewServer().ParseFlags(tt.args, func(string) string { return "" })
+		if err == nil || !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("%v: %v, want an error naming %s", tt.args, err, tt.want)
+		}
+	}
+	// Files and URLs are checked when the server opens: nothing starts with a sink that cannot work.
+	for _, env := range []map[string]string{
+		{"KEYWARD_AUDIT_SYSLOG": "udp://127.0.0.1:514"},
+		{"KEYWARD_AUDIT_WEBHOOK": "http://hooks.example.com/in", "KEYWARD_AUDIT_WEBHOOK_SECRET_FILE": short},
+		{"KEYWARD_AUDIT_WEBHOOK": "https://hooks.example.com/in", "KEYWARD_AUDIT_WEBHOOK_SECRET_FILE": short},
+	} {
+		env["KEYWARD_DATA_DIR"], env["KEYWARD_LISTEN"] = t.TempDir(), "127.0.0.1:0"
+		s := NewServer()
+		if err := s.ParseFlags(nil, func(k string) string { return env[k] }); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.Open(t.Context(), io.Discard); err == nil || !strings.Contains(err.Error(), "audit delivery") {
+			s.Close()
+			t.Errorf("%v: Open: %v", env, err)
+		}
+	}
+}

@@ -6,7 +6,7 @@
 //
 // Labels carry only values from closed sets: route patterns of the route tables (never raw
 // paths, which hold device and key IDs), HTTP methods and status codes, status names and job
-// names. No label ever carries key material, a token, a device name, an address or an ID.
+// names, and the names of the audit trail's sinks. No label ever carries key material, a token, a device name, an address or an ID.
 //
 // The package serves nothing by itself: the JSON API serves Handler at GET /metrics behind its
 // authentication and authorization, like every other route.
