@@ -19,7 +19,9 @@ import (
 	"math/big"
 	"net"
 	"net/http"
+	"net/http/cookiejar"
 	"net/http/httptest"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -702,5 +704,80 @@ func TestAuditDeliveryFlags(t *testing.T) {
 			s.Close()
 			t.Errorf("%v: Open: %v", env, err)
 		}
+	}
+}
+
+// portalSession signs a person in to the portal and returns a client that keeps the session.
+func portalSession(t *testing.T, base, email, password string) *http.Client {
+	t.Helper()
+	jar, err := cookiejar.New(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := &http.Client{Jar: jar, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	res, err := c.PostForm(base+"/signin", url.Values{"email": {email}, "password": {password}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Body.Close()
+	if res.StatusCode != http.StatusSeeOther {
+		t.Fatalf("sign-in of %s: %d", email, res.StatusCode)
+	}
+	return c
+}
+
+func postForm(t *testing.T, c *http.Client, u string, form url.Values) (int, []byte) {
+	t.Helper()
+	res, err := c.PostForm(u, form)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	b, err := io.ReadAll(res.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return res.StatusCode, b
+}
+
+// TestPortalFailsClosed: the portal's view and self-service are held to the required receiver
+// like the API: 503 without the key while the webhook refuses, the key once it accepts.
+func TestPortalFailsClosed(t *testing.T) {
+	secretFile, secret := writeSecretFile(t)
+	recv := newWebhookReceiver(t, secret)
+	recv.setRefuse(true)
+	dir := t.TempDir()
+	r := startWith(t, dir, map[string]string{"KEYWARD_AUDIT_WEBHOOK": recv.srv.URL, "KEYWARD_AUDIT_WEBHOOK_SECRET_FILE": secretFile,
+		"KEYWARD_AUDIT_WEBHOOK_CA": recv.caFile, "KEYWARD_AUDIT_DELIVERY_RETRY_MAX": "200ms",
+		"KEYWARD_AUDIT_REQUIRE_DELIVERY": "webhook", "KEYWARD_AUDIT_REQUIRE_DELIVERY_TIMEOUT": "1s"}, quickDelivery)
+	_, deviceID, deviceToken, _ := setUp(t, r.URL(), dir)
+	const pw = "a long sign-in password"
+	for _, who := range []struct{ email, role string }{{"helpdesk@example.com", "helpdesk"}, {"alice@example.com", "user"}} {
+		if code, _, stderr := cli(t, dir, pw+"\n", "users", "add", "--email", who.email, "--role", who.role, "--password-stdin"); code != 0 {
+			t.Fatalf("users add %s: %s", who.email, stderr)
+		}
+	}
+	s := bitlockertest.Samples(t)[0]
+	mustCall(t, 201, "PUT", r.URL()+"/api/agent/keys/"+s.KeyID, deviceToken, escrowJSON(s.Password))
+	helpdesk, alice := portalSession(t, r.URL(), "helpdesk@example.com", pw), portalSession(t, r.URL(), "alice@example.com", pw)
+	views := map[string]func() (int, []byte){
+		"portal view": func() (int, []byte) {
+			return postForm(t, helpdesk, r.URL()+"/devices/"+deviceID+"/keys", url.Values{"reason": {"forgotten-pin"}})
+		},
+		"self-service": func() (int, []byte) {
+			return postForm(t, alice, r.URL()+"/my/key", url.Values{"deviceId": {deviceID}, "reason": {"forgotten-pin"}})
+		},
+	}
+	for name, view := range views {
+		if status, b := view(); status != 503 || containsKey(b, s.Password) || !bytes.Contains(b, []byte("no key material was disclosed")) {
+			t.Fatalf("%s with the webhook refusing: %d, key shown: %v", name, status, containsKey(b, s.Password))
+		}
+	}
+	recv.setRefuse(false)
+	for name, view := range views {
+		waitFor(t, name+" to show the key", 10*time.Second, func() bool {
+			status, b := view()
+			return status == 200 && containsKey(b, s.Password)
+		})
 	}
 }
