@@ -175,6 +175,8 @@ func (r *Runner) movedChan() <-chan struct{} {
 	return r.moved
 }
 
+// noteMoved records the outcome of a step on sink: failed, or caught up or moved, which wakes
+// the disclosures waiting for the cursor.
 func (r *Runner) noteMoved(sink string, failed bool) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -183,6 +185,14 @@ func (r *Runner) noteMoved(sink string, failed bool) {
 		close(r.moved)
 		r.moved = make(chan struct{})
 	}
+}
+
+// noteHandedOver forgets this server's failures on sink once another server delivers it: the
+// state in the database, which that server keeps, says whether the sink is down.
+func (r *Runner) noteHandedOver(sink string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.failed[sink] = false
 }
 
 // failing reports whether this runner's last attempt on sink failed.
@@ -241,6 +251,7 @@ func (r *Runner) step(ctx context.Context, s Sink, st *sinkState) (time.Duration
 		if !held {
 			// Another server delivers this sink; look again within the lease's time.
 			st.renewAt, st.failures = time.Time{}, 0
+			r.noteHandedOver(st.name)
 			return ttl / 3, false
 		}
 		st.cursor, st.renewAt = row.Cursor, taken.Add(ttl*2/3)
@@ -273,7 +284,8 @@ func (r *Runner) step(ctx context.Context, s Sink, st *sinkState) (time.Duration
 		}
 		if !held {
 			st.log.Info("audit delivery: another server took the sink over")
-			st.renewAt = time.Time{}
+			st.renewAt, st.failures = time.Time{}, 0
+			r.noteHandedOver(st.name)
 			return ttl / 3, false
 		}
 		st.cursor, st.renewAt = events[accepted-1].Seq, renewed.Add(ttl*2/3)

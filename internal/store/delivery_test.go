@@ -111,3 +111,25 @@ func TestDisclosureNamesItsLastEvent(t *testing.T) {
 		t.Fatalf("disclosure names seq %d; key.read events %v", d.AuditSeq, reads)
 	}
 }
+
+// TestCopyKeepsDeliveryCursors: a copy (backup, migration to another database) goes on
+// delivering where the original stood, not from the beginning of the trail.
+func TestCopyKeepsDeliveryCursors(t *testing.T) {
+	e := newEnv(t)
+	e.enroll("LT-1", "")
+	if _, _, err := e.db.TakeDeliveryLease(e.ctx, "syslog", "a", time.Minute, true); err != nil {
+		t.Fatal(err)
+	}
+	want, err := e.db.DeliveryStates(e.ctx, []string{"syslog"})
+	if err != nil || want[0].Cursor == 0 {
+		t.Fatalf("before the copy: %+v %v", want, err)
+	}
+	tgt := emptyTarget(t, e.master)
+	if _, err := e.db.CopyTo(e.ctx, tgt.db); err != nil {
+		t.Fatal(err)
+	}
+	got, err := tgt.db.DeliveryStates(tgt.ctx, []string{"syslog"})
+	if err != nil || got[0] != want[0] {
+		t.Fatalf("after the copy: %+v %v, want %+v", got, err, want)
+	}
+}
