@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"crypto/rand"
+	"flag"
 	"fmt"
 	"os"
 	"strings"
@@ -35,10 +36,7 @@ type auditDelivery struct {
 	Poll, RetryMin time.Duration
 }
 
-func (a *auditDelivery) flags(fs interface {
-	StringVar(*string, string, string, string)
-	DurationVar(*time.Duration, string, time.Duration, string)
-}) {
+func (a *auditDelivery) flags(fs *flag.FlagSet) {
 	fs.StringVar(&a.Syslog, "audit-syslog", a.Syslog, "deliver the audit trail to a syslog receiver: tcp://host:port (RFC 6587) or tls://host:port (RFC 5425)")
 	fs.StringVar(&a.SyslogCA, "audit-syslog-ca", a.SyslogCA, "PEM CA certificates for the syslog receiver's certificate (default: the system's)")
 	fs.StringVar(&a.SyslogCert, "audit-syslog-cert", a.SyslogCert, "client certificate (PEM) to present to the syslog receiver")
@@ -161,7 +159,7 @@ func (g gatedStore) Disclose(ctx context.Context, o escrow.Origin, deviceID, rea
 	return d, nil
 }
 
-// startDelivery builds the runner of the configured sinks (nil when none is) and, with
+// runner builds the runner of the configured sinks (nil when none is) and, with
 // --audit-require-delivery, the gate.
 func (a *auditDelivery) runner(db *store.DB, obs delivery.Observer, opts delivery.Options) (*delivery.Runner, *delivery.Gate, error) {
 	sinks, err := a.sinks()

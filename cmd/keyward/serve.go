@@ -337,8 +337,9 @@ func (s *Server) Close() error {
 	if s.http != nil {
 		err = s.http.Shutdown(ctx)
 	}
-	// The runner stops after the last request (whose events it would still deliver) and
-	// releases its leases before the database closes.
+	// The runner stops after the last request and releases its leases before the database
+	// closes; what it had not delivered goes from the cursor at the next start, or from another
+	// server.
 	if s.runnerDone != nil {
 		s.stopRunner()
 		<-s.runnerDone
