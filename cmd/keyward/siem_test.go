@@ -413,6 +413,9 @@ func TestSyslogDeliveryToRsyslog(t *testing.T) {
 			if containsKey(raw, s.Password) {
 				t.Fatal("rsyslog received the recovery password")
 			}
+			if containsKey([]byte(r.logs.String()), s.Password) {
+				t.Fatal("the server's log holds the recovery password")
+			}
 		})
 	}
 }
