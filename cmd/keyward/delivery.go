@@ -49,14 +49,14 @@ func (a *auditDelivery) flags(fs *flag.FlagSet) {
 	fs.StringVar(&a.WebhookCA, "audit-webhook-ca", a.WebhookCA, "PEM CA certificates for the webhook's certificate (default: the system's)")
 	fs.StringVar(&a.Start, "audit-delivery-start", a.Start, "where a receiver with no delivery yet starts: beginning (the whole trail) or head (new events only)")
 	fs.DurationVar(&a.Lease, "audit-delivery-lease", a.Lease, "with several servers, how long one server's hold on a receiver lasts without renewal; another takes over after it")
-	fs.DurationVar(&a.RetryMax, "audit-delivery-retry-max", a.RetryMax, "longest wait between attempts to deliver to a receiver that fails")
+	fs.DurationVar(&a.RetryMax, "audit-delivery-retry-max", a.RetryMax, "longest wait between attempts to deliver to a receiver that fails (at most half the lease)")
 	fs.StringVar(&a.Require, "audit-require-delivery", a.Require, "fail closed: disclose key material only after its key.read event reached this receiver (syslog or webhook)")
 	fs.DurationVar(&a.RequireTimeout, "audit-require-delivery-timeout", a.RequireTimeout, "how long a disclosure waits for --audit-require-delivery before it answers 503")
 }
 
 func defaultAuditDelivery() auditDelivery {
 	return auditDelivery{SyslogAppName: "keyward", SyslogFacility: "auth", Start: "beginning", Lease: 30 * time.Second,
-		RetryMax: 30 * time.Second, RequireTimeout: 5 * time.Second}
+		RetryMax: 15 * time.Second, RequireTimeout: 5 * time.Second}
 }
 
 // check validates the settings without touching files or the network.
