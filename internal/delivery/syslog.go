@@ -201,8 +201,8 @@ func alive(c net.Conn) bool {
 }
 
 // SDID names Keyward's structured data element. The part after @ is a Private Enterprise Number
-// (RFC 5424 §7.2.2); 32473 is the one IANA reserves for documentation (RFC 5612), kept until
-// Keyward has its own. Receivers' rules key on it: it must never change without notice.
+// (RFC 5424 §7.2.2); 32473 is the one IANA reserves for documentation (RFC 5612), so it names
+// no other organisation. Receivers' rules key on it: it must never change without notice.
 const SDID = "keyward@32473"
 
 // MaxMessage is the longest message Format returns, in octets: RFC 5425 receivers must take
