@@ -68,6 +68,7 @@ func TestLayoutRules(t *testing.T) {
 			pkg("internal/store", "store", m+"internal/escrow", m+"internal/seal", m+"internal/audit"),
 			pkg("internal/api", "api", m+"internal/escrow", m+"internal/recovery"),
 			pkg("internal/metrics", "metrics", m+"internal/escrow", "github.com/prometheus/client_golang/prometheus"),
+			pkg("internal/delivery", "delivery", m+"internal/escrow", m+"internal/audit", "crypto/tls"),
 			pkg("internal/agent", "agent", m+"internal/agent/wire", "net/http"),
 			pkg("internal/agent/wire", "wire", "encoding/json"),
 			{Path: m + "cmd/keyward-agent", Name: "main", Doc: "Command keyward-agent escrows keys.", Imports: []string{m + "internal/agent"}},
@@ -126,6 +127,15 @@ func TestLayoutRules(t *testing.T) {
 			m + "internal/agent imports " + m + "internal/escrow",
 			m + "cmd/keyward-agent imports " + m + "internal/recovery",
 			m + "internal/agent/bitlocker imports " + m + "internal/agentutil",
+		}},
+		{name: "delivery and the other adapters import each other", pkgs: []goPackage{
+			pkg("internal/delivery", "delivery", m+"internal/escrow", m+"internal/audit", m+"internal/store"),
+			pkg("internal/store", "store", m+"internal/delivery"),
+			pkg("internal/metrics", "metrics", m+"internal/delivery"),
+		}, want: []string{
+			m + "internal/delivery imports " + m + "internal/store",
+			m + "internal/store imports " + m + "internal/delivery",
+			m + "internal/metrics imports " + m + "internal/delivery",
 		}},
 		{name: "import sources import the store", pkgs: []goPackage{
 			pkg("internal/importer", "importer", m+"internal/escrow", m+"internal/store", "github.com/go-ldap/ldap/v3"),
@@ -187,20 +197,24 @@ func forbidden(path, imp string) string {
 			return "core packages never import an adapter or a command"
 		}
 	case in(path, "internal/api"):
-		if in(imp, "internal/store") || in(imp, "internal/web") || in(imp, "internal/metrics") {
+		if in(imp, "internal/store") || in(imp, "internal/web") || in(imp, "internal/metrics") || in(imp, "internal/delivery") {
 			return "adapters never import each other: the API talks to storage through its own interfaces"
 		}
 	case in(path, "internal/web"):
-		if in(imp, "internal/store") || in(imp, "internal/api") || in(imp, "internal/metrics") {
+		if in(imp, "internal/store") || in(imp, "internal/api") || in(imp, "internal/metrics") || in(imp, "internal/delivery") {
 			return "adapters never import each other: the portal talks to storage through its own interface"
 		}
 	case in(path, "internal/store"):
-		if in(imp, "internal/api") || in(imp, "internal/web") || in(imp, "internal/metrics") {
+		if in(imp, "internal/api") || in(imp, "internal/web") || in(imp, "internal/metrics") || in(imp, "internal/delivery") {
 			return "adapters never import each other"
 		}
 	case in(path, "internal/metrics"):
-		if in(imp, "internal/store") || in(imp, "internal/api") || in(imp, "internal/web") || in(imp, "cmd") {
+		if in(imp, "internal/store") || in(imp, "internal/api") || in(imp, "internal/web") || in(imp, "internal/delivery") || in(imp, "cmd") {
 			return "adapters never import each other: the metrics count the fleet through their own interface"
+		}
+	case in(path, "internal/delivery"):
+		if in(imp, "internal/store") || in(imp, "internal/api") || in(imp, "internal/web") || in(imp, "internal/metrics") || in(imp, "cmd") {
+			return "adapters never import each other: delivery reads the trail through its own interface, and the command wires it to the store"
 		}
 	case in(path, "internal/importer"):
 		if in(imp, "internal/store") || in(imp, "internal/api") || in(imp, "internal/web") || in(imp, "internal/metrics") || in(imp, "cmd") {

@@ -51,16 +51,7 @@ type slapd struct {
 
 func startSlapd(t *testing.T) *slapd {
 	t.Helper()
-	bin, err := exec.LookPath("slapd")
-	if err != nil {
-		bin = "/usr/sbin/slapd"
-		if _, err := os.Stat(bin); err != nil {
-			if os.Getenv("KEYWARD_TEST_REQUIRE_SLAPD") == "1" {
-				t.Fatal("slapd is required (KEYWARD_TEST_REQUIRE_SLAPD=1) but not installed")
-			}
-			t.Skip("slapd not installed (set KEYWARD_TEST_REQUIRE_SLAPD=1 to make this a failure)")
-		}
-	}
+	bin := requireProgram(t, "slapd", "KEYWARD_TEST_REQUIRE_SLAPD")
 	dir := t.TempDir()
 	if err := os.Mkdir(filepath.Join(dir, "db"), 0o700); err != nil {
 		t.Fatal(err)
@@ -111,15 +102,7 @@ limits users size.soft=5 size.hard=5 size.prtotal=unlimited
 		cmd.Process.Kill()
 		cmd.Wait()
 	})
-	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(50 * time.Millisecond) {
-		if c, err := net.Dial("tcp", addr); err == nil {
-			c.Close()
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("slapd did not start:\n%s", logs.String())
-		}
-	}
+	waitListening(t, addr, "slapd", &logs)
 	return &slapd{url: url, caFile: caFile}
 }
 

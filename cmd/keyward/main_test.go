@@ -31,6 +31,13 @@ type running struct {
 
 func start(t *testing.T, dir string, extraEnv map[string]string) *running {
 	t.Helper()
+	return startWith(t, dir, extraEnv, nil)
+}
+
+// startWith is start with adjust applied to the server after its flags are read, for settings
+// that have no flag.
+func startWith(t *testing.T, dir string, extraEnv map[string]string, adjust func(*Server)) *running {
+	t.Helper()
 	env := map[string]string{"KEYWARD_DATA_DIR": dir, "KEYWARD_LISTEN": "127.0.0.1:0", "KEYWARD_LOG_LEVEL": "debug"}
 	for k, v := range extraEnv {
 		env[k] = v
@@ -38,6 +45,9 @@ func start(t *testing.T, dir string, extraEnv map[string]string) *running {
 	s := NewServer()
 	if err := s.ParseFlags(nil, func(k string) string { return env[k] }); err != nil {
 		t.Fatal(err)
+	}
+	if adjust != nil {
+		adjust(s)
 	}
 	logs := &testkit.Buffer{}
 	if err := s.Open(context.Background(), logs); err != nil {

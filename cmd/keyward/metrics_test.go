@@ -61,10 +61,10 @@ func TestServeMetrics(t *testing.T) {
 	}
 }
 
-// counter returns the value of an unlabelled counter in metrics text.
+// counter returns the value of a series in metrics text: a name, with its labels if it has any.
 func counter(t testing.TB, text, name string) int64 {
 	t.Helper()
-	m := regexp.MustCompile(`(?m)^` + name + ` (\S+)$`).FindStringSubmatch(text)
+	m := regexp.MustCompile(`(?m)^` + regexp.QuoteMeta(name) + ` (\S+)$`).FindStringSubmatch(text)
 	if m == nil {
 		t.Fatalf("metrics lack %s", name)
 	}

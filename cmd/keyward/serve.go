@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/keyward/keyward/internal/api"
+	"github.com/keyward/keyward/internal/delivery"
 	"github.com/keyward/keyward/internal/escrow"
 	"github.com/keyward/keyward/internal/metrics"
 	"github.com/keyward/keyward/internal/seal"
@@ -48,6 +49,9 @@ type Server struct {
 	OIDCRoleMap      string
 	OIDCDefaultRole  string
 
+	// Delivery of the audit trail to a SIEM (delivery.go).
+	Delivery auditDelivery
+
 	Log *slog.Logger
 	Now func() time.Time
 
@@ -56,12 +60,17 @@ type Server struct {
 	metrics *metrics.Metrics
 	ln      net.Listener
 	http    *http.Server
+
+	runner     *delivery.Runner
+	runnerDone chan struct{} // closed when the runner has stopped; nil while it is not running
+	stopRunner context.CancelFunc
 }
 
 // NewServer returns a server with the defaults of `keyward serve`.
 func NewServer() *Server {
 	return &Server{DataDir: "./keyward-data", Listen: "127.0.0.1:8080", LogLevel: "info", JobsInterval: 30 * time.Second,
-		OIDCScopes: "openid,email,profile,groups", OIDCRoleClaim: "groups", OIDCDefaultRole: "user"}
+		OIDCScopes: "openid,email,profile,groups", OIDCRoleClaim: "groups", OIDCDefaultRole: "user",
+		Delivery: defaultAuditDelivery()}
 }
 
 // ParseFlags reads the serve command's flags and environment.
@@ -85,8 +94,12 @@ func (s *Server) ParseFlags(args []string, getenv func(string) string) error {
 	fs.StringVar(&s.OIDCRoleClaim, "oidc-role-claim", s.OIDCRoleClaim, "ID token claim whose values map to roles")
 	fs.StringVar(&s.OIDCRoleMap, "oidc-role-map", s.OIDCRoleMap, "claim values to roles, like kw-admins=admin,kw-helpdesk=helpdesk,kw-auditors=auditor")
 	fs.StringVar(&s.OIDCDefaultRole, "oidc-default-role", s.OIDCDefaultRole, "role of a person whose claims map to none: user, auditor, helpdesk, admin, or none to refuse them")
+	s.Delivery.flags(fs)
 	if err := parse(fs, args, getenv); err != nil {
 		return err
+	}
+	if err := s.Delivery.check(); err != nil {
+		return exitError{2, "serve: " + err.Error()}
 	}
 	if s.JobsInterval <= 0 || s.JobsInterval > time.Minute {
 		return exitError{2, "serve: --jobs-interval must be more than 0 and at most 1m"}
@@ -163,16 +176,35 @@ func (s *Server) Open(ctx context.Context, logOut io.Writer) error {
 		s.db.Close()
 		return fmt.Errorf("listen on %s: %w", s.Listen, err)
 	}
-	portal, err := web.New(s.db, s.Log, portalConfig)
+	// One registry per server, shared by the API (which serves it at GET /metrics) and the
+	// portal, so both count their routes in the same series.
+	s.metrics = metrics.New(s.db, s.Log, metrics.Options{Now: s.Now})
+	runner, gate, err := s.Delivery.runner(s.db, s.metrics, delivery.Options{Log: s.Log})
+	if err != nil {
+		s.ln.Close()
+		s.db.Close()
+		return exitError{2, "serve: audit delivery: " + err.Error()}
+	}
+	// Disclosures go through the gate when delivery to a receiver is required.
+	var disclosing interface {
+		api.Store
+		web.Store
+	} = s.db
+	if runner != nil {
+		s.runner = runner
+		s.metrics.UseDelivery(s.db, runner.Sinks(), s.Log)
+	}
+	if gate != nil {
+		disclosing = gatedStore{DB: s.db, gate: gate}
+		s.Log.Info("fail closed: key material is disclosed only once its key.read event reached the receiver", slog.String("sink", gate.Sink()))
+	}
+	portal, err := web.New(disclosing, s.Log, portalConfig)
 	if err != nil {
 		s.ln.Close()
 		s.db.Close()
 		return err
 	}
-	// One registry per server, shared by the API (which serves it at GET /metrics) and the
-	// portal, so both count their routes in the same series.
-	s.metrics = metrics.New(s.db, s.Log, metrics.Options{Now: s.Now})
-	apiServer := api.New(s.db, s.Log)
+	apiServer := api.New(disclosing, s.Log)
 	apiServer.UseMetrics(s.metrics)
 	portal.UseMetrics(s.metrics)
 	s.http = &http.Server{
@@ -242,6 +274,14 @@ func (s *Server) Serve(ctx context.Context) error {
 	}
 	jobsCtx, stopJobs := context.WithCancel(ctx)
 	defer stopJobs()
+	if s.runner != nil {
+		rctx, stop := context.WithCancel(context.WithoutCancel(ctx))
+		s.stopRunner, s.runnerDone = stop, make(chan struct{})
+		go func() {
+			defer close(s.runnerDone)
+			s.runner.Run(rctx)
+		}()
+	}
 	go s.db.RunJobsEvery(jobsCtx, s.JobsInterval, func(res store.JobResult, err error) {
 		s.metrics.ObserveJobs(metrics.Jobs{Purged: res.Purged, TimedOut: res.TimedOut, AgeRotations: res.AgeRotations}, err)
 		if err != nil {
@@ -281,8 +321,7 @@ func (s *Server) Serve(ctx context.Context) error {
 	}()
 	select {
 	case err := <-errc:
-		s.db.Close()
-		return err
+		return errors.Join(err, s.Close())
 	case <-ctx.Done():
 	}
 	s.Log.Info("shutting down")
@@ -297,6 +336,14 @@ func (s *Server) Close() error {
 	var err error
 	if s.http != nil {
 		err = s.http.Shutdown(ctx)
+	}
+	// The runner stops after the last request and releases its leases before the database
+	// closes; what it had not delivered goes from the cursor at the next start, or from another
+	// server.
+	if s.runnerDone != nil {
+		s.stopRunner()
+		<-s.runnerDone
+		s.runnerDone = nil
 	}
 	if s.db != nil {
 		err = errors.Join(err, s.db.Close())

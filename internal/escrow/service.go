@@ -330,6 +330,9 @@ type KeyFilter struct {
 type Disclosure struct {
 	Device DeviceDetail
 	Keys   []DisclosedKey
+	// AuditSeq is the seq of the last event the disclosure recorded: once a receiver of the
+	// trail has accepted it, it has every key.read of this disclosure.
+	AuditSeq int64
 }
 
 // AuditFilter selects audit events. Empty fields match everything.

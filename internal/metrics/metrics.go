@@ -2,11 +2,11 @@
 // the global default one, so that several servers in one process, as in the tests, keep their
 // own counts), the Go and process collectors, per-route HTTP request counts and durations, the
 // fleet's devices by escrow status and keys by status, the store's commits and acknowledged
-// writes, and the background jobs.
+// writes, the background jobs, and the delivery of the audit trail to outside receivers.
 //
 // Labels carry only values from closed sets: route patterns of the route tables (never raw
 // paths, which hold device and key IDs), HTTP methods and status codes, status names and job
-// names. No label ever carries key material, a token, a device name, an address or an ID.
+// names, and the names of the audit trail's sinks. No label ever carries key material, a token, a device name, an address or an ID.
 //
 // The package serves nothing by itself: the JSON API serves Handler at GET /metrics behind its
 // authentication and authorization, like every other route.
@@ -57,6 +57,12 @@ type Metrics struct {
 	jobFailures prometheus.Counter
 	jobItems    *prometheus.CounterVec
 	jobLastOK   prometheus.Gauge
+
+	// The audit trail's delivery (delivery.go); nil until UseDelivery.
+	delivered        *prometheus.CounterVec
+	deliveryFailures *prometheus.CounterVec
+	now              func() time.Time
+	censusTimeout    time.Duration
 }
 
 // New returns the metrics of one server, counting its fleet through store. log receives the
@@ -72,7 +78,7 @@ func New(store Store, log *slog.Logger, opts Options) *Metrics {
 		opts.Now = time.Now
 	}
 	m := &Metrics{
-		reg: prometheus.NewRegistry(),
+		reg: prometheus.NewRegistry(), now: opts.Now, censusTimeout: opts.CensusTimeout,
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "keyward_http_requests_total",
 			Help: "HTTP requests answered, by route pattern, method and status code.",

@@ -32,6 +32,10 @@ var copyTables = []struct {
 	{"recovery_keys", "id, device_id, key_id, volume_id, kind, status, verification, verified_at, ciphertext, wrapped_key, created_at, superseded_at, retain_until, last_accessed_at, access_count", nil},
 	{"rotations", "id, device_id, volume_id, key_id, status, trigger_kind, reason, requested_by, requested_at, delivered_at, finished_at, new_key_id, message", nil},
 	{"audit_events", "seq, time, actor_type, actor_id, actor_name, action, device_id, key_id, source, reason, outcome, ip, user_agent, detail, hash", nil},
+	// The receivers' cursors come along from the same snapshot as the trail, so a copy goes on
+	// delivering where the original stood instead of sending the whole trail again; a lease
+	// copied with them runs out like any other.
+	{"delivery_cursors", "sink, seq, holder, lease_until, failing_since, updated_at", nil},
 }
 
 // CopyStats says how many rows of each table a copy moved.

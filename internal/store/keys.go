@@ -382,7 +382,9 @@ func (db *DB) Disclose(ctx context.Context, o escrow.Origin, deviceID, reason st
 			return err
 		}
 		out.Device = details[0]
-		return nil
+		// The last event appended in this transaction is the head: its seq is what a
+		// disclosure that waits for delivery of its key.read events waits for.
+		return tx.QueryRowContext(ctx, `SELECT seq FROM audit_head WHERE id = 1`).Scan(&out.AuditSeq)
 	})
 	if err != nil {
 		for i := range out.Keys {

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/keyward/keyward/internal/escrow"
 	"github.com/keyward/keyward/internal/store"
@@ -262,6 +263,21 @@ func exerciseRequestPaths(t *testing.T, e *env, devices []escrow.Enrolled) {
 		f.Limit = 5
 		must("ListAudit", e.db.ListAudit(ctx, f, func(escrow.AuditEvent) error { return nil }))
 	}
+	// The delivery of the trail to a SIEM: the lease, a batch after the cursor, the cursor's
+	// move, the failure mark, the lag (with a sink behind, so the oldest pending event is read).
+	for _, atHead := range []bool{false, true} {
+		_, _, err = e.db.TakeDeliveryLease(ctx, map[bool]string{false: "syslog", true: "webhook"}[atHead], "plan", time.Minute, atHead)
+		must("TakeDeliveryLease", err)
+	}
+	_, err = e.db.AuditAfter(ctx, 10, 5)
+	must("AuditAfter", err)
+	_, err = e.db.AdvanceDelivery(ctx, "syslog", "plan", 10, time.Minute)
+	must("AdvanceDelivery", err)
+	_, err = e.db.MarkDeliveryFailing(ctx, "syslog", "plan", time.Minute)
+	must("MarkDeliveryFailing", err)
+	_, err = e.db.DeliveryStates(ctx, []string{"syslog", "webhook"})
+	must("DeliveryStates", err)
+	must("ReleaseDeliveryLease", e.db.ReleaseDeliveryLease(ctx, "syslog", "plan"))
 	_, err = e.db.UpdateSettings(ctx, adminOrigin, map[string]string{"escrowGracePeriod": "2h", "maxKeyAge": "10d"})
 	must("UpdateSettings", err)
 	_, err = e.db.RetireDevice(ctx, adminOrigin, devices[2].DeviceID, "test")
