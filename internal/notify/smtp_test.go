@@ -1,0 +1,135 @@
+package notify_test
+
+import (
+	"net"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/emersion/go-sasl"
+
+	"github.com/keyward/keyward/internal/escrow"
+	"github.com/keyward/keyward/internal/notify"
+)
+
+// Every way of reaching the mail server, against a real one: what is sent, and what is
+// refused before anything is.
+func TestSMTPTransports(t *testing.T) {
+	tests := []struct {
+		name    string
+		server  func(*mailServer)
+		config  func(*notify.SMTP)
+		wantErr string // "" when the email goes
+		wantTLS bool
+	}{
+		{name: "STARTTLS with AUTH PLAIN", wantTLS: true},
+		{name: "implicit TLS", server: func(s *mailServer) { s.implicit = true },
+			config: func(c *notify.SMTP) { c.TLS = notify.TLSImplicit }, wantTLS: true},
+		{name: "AUTH LOGIN only", server: func(s *mailServer) { s.mechs = []string{sasl.Login} }, wantTLS: true},
+		{name: "plain relay without authentication", server: func(s *mailServer) { s.noTLS, s.user = true, "" },
+			config: func(c *notify.SMTP) { c.TLS, c.Username, c.Password = notify.TLSNone, "", "" }},
+		{name: "STARTTLS not offered", server: func(s *mailServer) { s.noTLS = true }, wantErr: "STARTTLS"},
+		{name: "certificate of an unknown CA", config: func(c *notify.SMTP) { c.RootCAs = nil }, wantErr: "certificate"},
+		{name: "certificate for another name", server: func(s *mailServer) { s.certNames = []string{"mail.example.org"} }, wantErr: "certificate"},
+		{name: "wrong password", config: func(c *notify.SMTP) { c.Password = "wrong" }, wantErr: "535"},
+		{name: "no mechanism offered", server: func(s *mailServer) { s.mechs = []string{"CRAM-MD5"} }, wantErr: "neither AUTH PLAIN nor AUTH LOGIN"},
+		{name: "implicit TLS to a STARTTLS port", config: func(c *notify.SMTP) { c.TLS = notify.TLSImplicit }, wantErr: "tls"},
+		{name: "server that never answers", config: func(c *notify.SMTP) { c.Server, c.Timeout = silentServer(t), 300*time.Millisecond },
+			wantErr: "deadline exceeded"},
+	}
+	for _, tc := range tests {
+		start := time.Now()
+		t.Run(tc.name, func(t *testing.T) {
+			e := newEnv(t, tc.server)
+			helpdesk := e.person(escrow.RoleHelpdesk, "bob@example.com")
+			id := e.enroll("LT-SMTP", "alice@example.com", "C")
+			e.view(helpdesk, id, "transport")
+			events := e.trail(0)
+			read := len(events) - 2 // the key.read, then its rotation request
+			n := e.notifier(func(c *notify.Config) {
+				if tc.config != nil {
+					tc.config(&c.SMTP)
+				}
+			})
+			got, err := n.Deliver(e.ctx, events)
+			mails := e.mail.received()
+			if tc.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.wantErr) || got != read || len(mails) != 0 {
+					t.Fatalf("Deliver accepted %d of %d (%v), %d emails; want %d, an error with %q, none sent", got, len(events), err, len(mails), read, tc.wantErr)
+				}
+				t.Logf("refused: %v", err)
+				if strings.Contains(err.Error(), e.mail.pass) {
+					t.Errorf("the error shows the password: %v", err)
+				}
+				if d := time.Since(start); d > 4*time.Second {
+					t.Errorf("the failure took %v: the send timeout does not bound it", d)
+				}
+				return
+			}
+			if err != nil || got != len(events) || len(mails) != 1 {
+				t.Fatalf("Deliver accepted %d of %d (%v), %d emails", got, len(events), err, len(mails))
+			}
+			if mails[0].TLS != tc.wantTLS {
+				t.Errorf("TLS %v, want %v", mails[0].TLS, tc.wantTLS)
+			}
+		})
+	}
+}
+
+// silentServer accepts connections and never says a word, like a mail server that hangs.
+func silentServer(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			t.Cleanup(func() { c.Close() })
+		}
+	}()
+	return ln.Addr().String()
+}
+
+// Settings that would send a password in the clear, or mail nowhere sensible, stop the start.
+func TestSMTPSettingsRefused(t *testing.T) {
+	ok := notify.SMTP{Server: "mail.example.com:587", From: "keyward@example.com", Username: "u", Password: "p"}
+	tests := []struct {
+		name   string
+		change func(*notify.SMTP)
+		want   string
+	}{
+		{"authentication without TLS", func(c *notify.SMTP) { c.TLS = notify.TLSNone }, "only over TLS"},
+		{"unknown TLS mode", func(c *notify.SMTP) { c.TLS = "ssl" }, "want starttls, tls or none"},
+		{"no port", func(c *notify.SMTP) { c.Server = "mail.example.com" }, "want host:port"},
+		{"no host", func(c *notify.SMTP) { c.Server = ":587" }, "want host:port"},
+		{"no from", func(c *notify.SMTP) { c.From = "" }, "smtp from"},
+		{"from not an address", func(c *notify.SMTP) { c.From = "keyward" }, "smtp from"},
+		{"from with a second header", func(c *notify.SMTP) { c.From = "keyward@example.com\r\nBcc: x@example.com" }, "smtp from"},
+		{"from with two addresses", func(c *notify.SMTP) { c.From = "a@example.com, b@example.com" }, "smtp from"},
+		{"username without password", func(c *notify.SMTP) { c.Password = "" }, "needs a password"},
+		{"password without username", func(c *notify.SMTP) { c.Username = "" }, "needs a username"},
+		{"username of two lines", func(c *notify.SMTP) { c.Username = "u\r\nRSET" }, "one line"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			c := ok
+			tc.change(&c)
+			_, err := notify.New(notify.Config{SMTP: c}, nil)
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("New: %v, want an error with %q", err, tc.want)
+			}
+		})
+	}
+	if _, err := notify.New(notify.Config{SMTP: ok, PublicURL: "keyward.example.com"}, nil); err == nil || !strings.Contains(err.Error(), "public URL") {
+		t.Errorf("a public URL without scheme: %v", err)
+	}
+	if _, err := notify.New(notify.Config{SMTP: ok}, nil); err != nil {
+		t.Errorf("good settings refused: %v", err)
+	}
+}
