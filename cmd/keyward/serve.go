@@ -18,6 +18,7 @@ import (
 	"github.com/keyward/keyward/internal/api"
 	"github.com/keyward/keyward/internal/escrow"
 	"github.com/keyward/keyward/internal/metrics"
+	"github.com/keyward/keyward/internal/notify"
 	"github.com/keyward/keyward/internal/seal"
 	"github.com/keyward/keyward/internal/store"
 	"github.com/keyward/keyward/internal/web"
@@ -48,6 +49,9 @@ type Server struct {
 	OIDCRoleMap      string
 	OIDCDefaultRole  string
 
+	// Email notifications (cmd/keyward/notify.go).
+	Email emailFlags
+
 	Log *slog.Logger
 	Now func() time.Time
 
@@ -56,12 +60,14 @@ type Server struct {
 	metrics *metrics.Metrics
 	ln      net.Listener
 	http    *http.Server
+	// notifier is the audit trail's "email" sink; nil without --smtp-server.
+	notifier *notify.Notifier
 }
 
 // NewServer returns a server with the defaults of `keyward serve`.
 func NewServer() *Server {
 	return &Server{DataDir: "./keyward-data", Listen: "127.0.0.1:8080", LogLevel: "info", JobsInterval: 30 * time.Second,
-		OIDCScopes: "openid,email,profile,groups", OIDCRoleClaim: "groups", OIDCDefaultRole: "user"}
+		OIDCScopes: "openid,email,profile,groups", OIDCRoleClaim: "groups", OIDCDefaultRole: "user", Email: defaultEmailFlags()}
 }
 
 // ParseFlags reads the serve command's flags and environment.
@@ -85,8 +91,12 @@ func (s *Server) ParseFlags(args []string, getenv func(string) string) error {
 	fs.StringVar(&s.OIDCRoleClaim, "oidc-role-claim", s.OIDCRoleClaim, "ID token claim whose values map to roles")
 	fs.StringVar(&s.OIDCRoleMap, "oidc-role-map", s.OIDCRoleMap, "claim values to roles, like kw-admins=admin,kw-helpdesk=helpdesk,kw-auditors=auditor")
 	fs.StringVar(&s.OIDCDefaultRole, "oidc-default-role", s.OIDCDefaultRole, "role of a person whose claims map to none: user, auditor, helpdesk, admin, or none to refuse them")
+	s.Email.register(fs)
 	if err := parse(fs, args, getenv); err != nil {
 		return err
+	}
+	if err := s.Email.validate(); err != nil {
+		return exitError{2, "serve: " + err.Error()}
 	}
 	if s.JobsInterval <= 0 || s.JobsInterval > time.Minute {
 		return exitError{2, "serve: --jobs-interval must be more than 0 and at most 1m"}
@@ -162,6 +172,12 @@ func (s *Server) Open(ctx context.Context, logOut io.Writer) error {
 	if err != nil {
 		s.db.Close()
 		return fmt.Errorf("listen on %s: %w", s.Listen, err)
+	}
+	// The delivery of the audit trail registers s.notifier as its "email" sink.
+	if s.notifier, err = s.notifySink(); err != nil {
+		s.ln.Close()
+		s.db.Close()
+		return exitError{2, "serve: email: " + err.Error()}
 	}
 	portal, err := web.New(s.db, s.Log, portalConfig)
 	if err != nil {
