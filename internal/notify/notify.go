@@ -129,7 +129,7 @@ func (n *Notifier) Deliver(ctx context.Context, events []escrow.AuditEvent) (int
 			views.next(e)
 		}
 	}
-	var s *session
+	var s *mailConn
 	defer func() {
 		if s != nil {
 			s.close()

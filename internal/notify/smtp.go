@@ -124,8 +124,8 @@ func permanent(err error) error {
 	return err
 }
 
-// session is one connection to the server, reused for the messages of one delivery.
-type session struct {
+// mailConn is one connection to the server, reused for the messages of one delivery.
+type mailConn struct {
 	m   *mailer
 	raw net.Conn
 	c   *smtp.Client
@@ -151,7 +151,7 @@ func (m *mailer) timedOut(ctx context.Context, err error) error {
 }
 
 // open connects, sets up TLS as configured and authenticates, all within one send timeout.
-func (m *mailer) open(ctx context.Context) (*session, error) {
+func (m *mailer) open(ctx context.Context) (*mailConn, error) {
 	ctx, cancel := context.WithTimeout(ctx, m.cfg.Timeout)
 	defer cancel()
 	var d net.Dialer
@@ -159,7 +159,7 @@ func (m *mailer) open(ctx context.Context) (*session, error) {
 	if err != nil {
 		return nil, fmt.Errorf("smtp %s: %w", m.cfg.Server, err)
 	}
-	s := &session{m: m, raw: raw}
+	s := &mailConn{m: m, raw: raw}
 	gctx, done := m.guard(ctx, raw)
 	err = m.timedOut(gctx, s.start(gctx))
 	done()
@@ -171,7 +171,7 @@ func (m *mailer) open(ctx context.Context) (*session, error) {
 }
 
 // start sets up TLS and authenticates on a new connection.
-func (s *session) start(ctx context.Context) error {
+func (s *mailConn) start(ctx context.Context) error {
 	m := s.m
 	var err error
 	switch m.cfg.TLS {
@@ -212,15 +212,15 @@ func (s *session) start(ctx context.Context) error {
 }
 
 // send hands one message for one recipient to the server. A permanentError means the server
-// refused this recipient or message for good; the session stays usable after it. Any other
-// error leaves the session broken.
-func (s *session) send(ctx context.Context, to string, msg []byte) error {
+// refused this recipient or message for good; the connection stays usable after it. Any other
+// error leaves the connection broken.
+func (s *mailConn) send(ctx context.Context, to string, msg []byte) error {
 	ctx, done := s.m.guard(ctx, s.raw)
 	defer done()
 	return s.m.timedOut(ctx, s.transaction(to, msg))
 }
 
-func (s *session) transaction(to string, msg []byte) error {
+func (s *mailConn) transaction(to string, msg []byte) error {
 	if err := s.c.Mail(s.m.from.Address, nil); err != nil {
 		return err
 	}
@@ -243,8 +243,8 @@ func (s *session) transaction(to string, msg []byte) error {
 	return permanent(w.Close())
 }
 
-// close ends the session, politely if the server still listens.
-func (s *session) close() {
+// close ends the connection, politely if the server still listens.
+func (s *mailConn) close() {
 	if s.c == nil {
 		s.raw.Close()
 		return
