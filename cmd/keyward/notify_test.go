@@ -2,11 +2,17 @@ package main
 
 import (
 	"context"
+	"crypto/rand"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
+	"github.com/google/uuid"
+
+	"github.com/keyward/keyward/internal/escrow"
+	"github.com/keyward/keyward/internal/notify/smtptest"
+	"github.com/keyward/keyward/internal/recovery"
 	"github.com/keyward/keyward/internal/testkit"
 )
 
@@ -108,5 +114,65 @@ func TestServeEmailSink(t *testing.T) {
 				t.Errorf("error %q: want it to name the email settings, never the password", err)
 			}
 		})
+	}
+}
+
+// keyward serve with the --smtp-* settings of a real mail server: a helpdesk view through the
+// HTTP API reaches the device's owner by email, from the trail, over STARTTLS with AUTH, and
+// the email holds no key material.
+func TestServeEmailsOwner(t *testing.T) {
+	mail := smtptest.Start(t, nil)
+	files := t.TempDir()
+	caFile, passwordFile := filepath.Join(files, "ca.pem"), filepath.Join(files, "smtp-password")
+	if err := os.WriteFile(caFile, mail.CA.PEM, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(passwordFile, []byte(mail.Pass+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	r := start(t, dir, map[string]string{"KEYWARD_SMTP_SERVER": mail.Addr, "KEYWARD_SMTP_FROM": "Keyward <keyward@example.com>",
+		"KEYWARD_SMTP_USERNAME": mail.User, "KEYWARD_SMTP_PASSWORD_FILE": passwordFile, "KEYWARD_SMTP_CA": caFile,
+		"KEYWARD_PUBLIC_URL": "https://keyward.example.com", "KEYWARD_NOTIFY_TIMEZONE": "UTC"})
+	_, deviceID, deviceToken, _ := setUp(t, r.URL(), dir)
+	password, err := recovery.GeneratePassword(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mustCall(t, 201, "PUT", r.URL()+"/api/agent/keys/"+strings.ToUpper(uuid.NewString()), deviceToken, escrowJSON(password))
+	run := cliRunner(t, dir)
+	run(0, "users", "add", "--email", "bob@example.com", "--role", "helpdesk")
+	helpdesk := strings.TrimSpace(run(0, "tokens", "create", "--user", "bob@example.com", "--name", "desk"))
+	body := mustCall(t, 200, "GET", r.URL()+"/api/devices/security/bitlocker/keys/"+deviceID+"?reason=locked+out", helpdesk, "")
+	if !strings.Contains(string(body), password) {
+		t.Fatal("the view did not disclose the key")
+	}
+
+	var events []escrow.AuditEvent
+	if err := r.db.ListAudit(t.Context(), escrow.AuditFilter{}, func(e escrow.AuditEvent) error {
+		events = append([]escrow.AuditEvent{e}, events...)
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := r.notifier.Deliver(t.Context(), events); err != nil || got != len(events) {
+		t.Fatalf("Deliver accepted %d of %d: %v", got, len(events), err)
+	}
+	mails := mail.To("alice@example.com")
+	if len(mails) != 1 || len(mail.Received()) != 1 || !mails[0].TLS || mails[0].Authed != mail.User {
+		t.Fatalf("emails %+v, want one to the owner over TLS, authenticated", mail.Received())
+	}
+	_, text := mails[0].Parse(t)
+	for _, want := range []string{"LT-0042", "bob@example.com (helpdesk), through the Keyward API, with an API token",
+		"Reason:  locked out", "https://keyward.example.com/devices/" + deviceID} {
+		if !strings.Contains(text, want) {
+			t.Errorf("the email lacks %q:\n%s", want, text)
+		}
+	}
+	traffic := mail.Traffic.String()
+	for _, secret := range append([]string{password, strings.ReplaceAll(password, "-", "")}, strings.Split(password, "-")...) {
+		if strings.Contains(traffic, secret) {
+			t.Fatal("key material reached the mail server")
+		}
 	}
 }

@@ -21,6 +21,7 @@ import (
 	"github.com/keyward/keyward/internal/api"
 	"github.com/keyward/keyward/internal/escrow"
 	"github.com/keyward/keyward/internal/notify"
+	"github.com/keyward/keyward/internal/notify/smtptest"
 	"github.com/keyward/keyward/internal/recovery"
 	"github.com/keyward/keyward/internal/seal"
 	"github.com/keyward/keyward/internal/store"
@@ -35,7 +36,7 @@ type env struct {
 	clock     *testkit.Clock
 	db        *store.DB
 	api       *httptest.Server
-	mail      *mailServer
+	mail      *smtptest.Server
 	logs      *testkit.Buffer
 	admin     string   // an admin's API token
 	passwords []string // every recovery password escrowed
@@ -43,7 +44,7 @@ type env struct {
 
 var systemOrigin = escrow.Origin{Actor: escrow.Actor{Type: escrow.ActorSystem, ID: "test"}, Source: escrow.SourceCLI}
 
-func newEnv(t *testing.T, configure func(*mailServer)) *env {
+func newEnv(t *testing.T, configure func(*smtptest.Server)) *env {
 	t.Helper()
 	master, err := seal.Generate()
 	if err != nil {
@@ -63,7 +64,7 @@ func newEnv(t *testing.T, configure func(*mailServer)) *env {
 		e.api.Close()
 		e.db.Close()
 	})
-	e.mail = newMailServer(t, configure)
+	e.mail = smtptest.Start(t, configure)
 	e.admin = e.person(escrow.RoleAdmin, "admin@example.com")
 	return e
 }
@@ -75,8 +76,8 @@ func (e *env) config() notify.Config {
 		e.t.Fatal(err)
 	}
 	return notify.Config{
-		SMTP: notify.SMTP{Server: e.mail.addr, TLS: notify.TLSStartTLS, Username: e.mail.user, Password: e.mail.pass,
-			From: "Keyward <keyward@example.com>", RootCAs: e.mail.ca.pool, Timeout: 5 * time.Second},
+		SMTP: notify.SMTP{Server: e.mail.Addr, TLS: notify.TLSStartTLS, Username: e.mail.User, Password: e.mail.Pass,
+			From: "Keyward <keyward@example.com>", RootCAs: e.mail.CA.Pool, Timeout: 5 * time.Second},
 		PublicURL: "https://keyward.example.com/", Owners: true, Zone: paris,
 		Log: slog.New(slog.NewJSONHandler(e.logs, nil)), Now: e.clock.Now,
 	}
@@ -218,7 +219,7 @@ func deliverAll(t *testing.T, n *notify.Notifier, events []escrow.AuditEvent) {
 // server received.
 func (e *env) noKeyMaterial() {
 	e.t.Helper()
-	traffic := e.mail.traffic.String()
+	traffic := e.mail.Traffic.String()
 	if traffic == "" {
 		e.t.Fatal("the mail server recorded no traffic")
 	}
@@ -260,7 +261,7 @@ func TestOwnerNotification(t *testing.T) {
 
 	deliverAll(t, e.notifier(nil), events)
 
-	mails := e.mail.received()
+	mails := e.mail.Received()
 	if len(mails) != 1 {
 		t.Fatalf("%d emails, want 1 (one view by someone else, however many keys): %+v", len(mails), mails)
 	}
@@ -268,7 +269,7 @@ func TestOwnerNotification(t *testing.T) {
 	if !slices.Equal(got.To, []string{"alice@example.com"}) || got.From != "keyward@example.com" || !got.TLS || got.Authed != "keyward" {
 		t.Errorf("sent to %v from %q, TLS %v, authenticated as %q", got.To, got.From, got.TLS, got.Authed)
 	}
-	m, body := got.parse(t)
+	m, body := got.Parse(t)
 	for name, want := range map[string]string{
 		"From": `"Keyward" <keyward@example.com>`, "To": "<alice@example.com>", "Subject": "Keyward: the recovery keys of LT-ALICE were viewed",
 		"Mime-Version": "1.0", "Content-Type": "text/plain; charset=utf-8", "Content-Transfer-Encoding": "quoted-printable",
@@ -317,7 +318,7 @@ func TestOwnerNotificationViewAcrossBatches(t *testing.T) {
 
 	n := e.notifier(nil)
 	deliverAll(t, n, events[:first+1])
-	if got := len(e.mail.received()); got != 1 {
+	if got := len(e.mail.Received()); got != 1 {
 		t.Fatalf("%d emails after the first read, want 1", got)
 	}
 	// The rest, one event at a time (the batch boundary after each), and again by a
@@ -326,13 +327,13 @@ func TestOwnerNotificationViewAcrossBatches(t *testing.T) {
 		deliverAll(t, n, events[i:i+1])
 	}
 	deliverAll(t, e.notifier(nil), events[first+1:])
-	if got := len(e.mail.received()); got != 1 {
+	if got := len(e.mail.Received()); got != 1 {
 		t.Errorf("%d emails for one view of three keys, want 1", got)
 	}
 	// A second view, a minute later, is another email.
 	e.view(helpdesk, id, "again")
 	deliverAll(t, n, e.trail(events[len(events)-1].Seq))
-	if got := len(e.mail.received()); got != 2 {
+	if got := len(e.mail.Received()); got != 2 {
 		t.Errorf("%d emails after a second view, want 2", got)
 	}
 }
@@ -355,42 +356,37 @@ func TestOwnerNotificationRetried(t *testing.T) {
 	n := e.notifier(func(c *notify.Config) { c.SMTP.Timeout = 2 * time.Second })
 
 	// Down: nothing from the first read on is accepted.
-	addr := e.mail.addr
-	e.mail.stop()
+	e.mail.Stop()
 	got, err := n.Deliver(e.ctx, events)
 	if err == nil || got != reads[0] {
 		t.Fatalf("with the server down Deliver accepted %d (%v), want %d and an error", got, err, reads[0])
 	}
-	e.mail.start(addr)
+	e.mail.Restart()
 
 	// Refusing for now (451 on DATA): the first email goes, the second waits.
-	e.mail.mu.Lock()
-	e.mail.dataFail = 1
-	e.mail.mu.Unlock()
+	e.mail.FailData(1)
 	rest := events[got:]
 	got, err = n.Deliver(e.ctx, rest)
 	if err == nil || got != 0 || !strings.Contains(err.Error(), "451") {
 		t.Fatalf("with DATA refused Deliver accepted %d (%v), want 0 and the 451", got, err)
 	}
 	deliverAll(t, n, rest)
-	mails := e.mail.to("alice@example.com")
+	mails := e.mail.To("alice@example.com")
 	if len(mails) != 2 {
 		t.Fatalf("%d emails, want 2 (one per view, each once)", len(mails))
 	}
 	for i, reason := range []string{"first", "second"} {
-		if _, body := mails[i].parse(t); !strings.Contains(body, "Reason:  "+reason) {
+		if _, body := mails[i].Parse(t); !strings.Contains(body, "Reason:  "+reason) {
 			t.Errorf("email %d is not about the %s view:\n%s", i, reason, body)
 		}
 	}
 
 	// Refused for good (550): logged and passed, so the trail behind it is not held up.
 	e.view(helpdesk, id, "third")
-	e.mail.mu.Lock()
-	e.mail.refuse["alice@example.com"] = &smtpError550
-	e.mail.mu.Unlock()
+	e.mail.Refuse("alice@example.com", smtptest.Error550)
 	deliverAll(t, n, e.trail(events[len(events)-1].Seq))
-	if len(e.mail.received()) != 2 || !strings.Contains(e.logs.String(), "refused by the mail server") {
-		t.Errorf("a permanent refusal: %d emails, logs %s", len(e.mail.received()), e.logs.String())
+	if len(e.mail.Received()) != 2 || !strings.Contains(e.logs.String(), "refused by the mail server") {
+		t.Errorf("a permanent refusal: %d emails, logs %s", len(e.mail.Received()), e.logs.String())
 	}
 	e.noKeyMaterial()
 }
@@ -415,7 +411,7 @@ func TestNoHeaderInjection(t *testing.T) {
 	}
 	deliverAll(t, e.notifier(nil), events)
 
-	mails := e.mail.received()
+	mails := e.mail.Received()
 	if len(mails) != len(hostile) {
 		t.Fatalf("%d emails, want %d", len(mails), len(hostile))
 	}
@@ -424,7 +420,7 @@ func TestNoHeaderInjection(t *testing.T) {
 		if !slices.Equal(got.To, []string{"alice@example.com"}) {
 			t.Errorf("email %d went to %v", i, got.To)
 		}
-		m, body := got.parse(t)
+		m, body := got.Parse(t)
 		var names []string
 		for name := range m.Header {
 			names = append(names, name)
@@ -442,7 +438,7 @@ func TestNoHeaderInjection(t *testing.T) {
 			t.Errorf("email %d shows no escaped line break:\n%s", i, body)
 		}
 	}
-	if strings.Contains(e.mail.traffic.String(), "RCPT TO:<mallory") {
+	if strings.Contains(e.mail.Traffic.String(), "RCPT TO:<mallory") {
 		t.Error("a recipient came from the trail")
 	}
 }
@@ -487,26 +483,22 @@ func TestApproverEmails(t *testing.T) {
 	record("erin@example.com", "key.deny", "request=r2", "no ticket given")
 
 	// erin's server refuses her for now: carol is told, erin on the retry, each once.
-	e.mail.mu.Lock()
-	e.mail.refuse["erin@example.com"] = &smtpError451
-	e.mail.mu.Unlock()
+	e.mail.Refuse("erin@example.com", smtptest.Error451)
 	events := e.trail(start[len(start)-1].Seq)
 	got, err := n.Deliver(e.ctx, events)
 	if err == nil || got != 0 {
 		t.Fatalf("with one approver refused for now Deliver accepted %d (%v), want 0 and an error", got, err)
 	}
-	e.mail.mu.Lock()
-	delete(e.mail.refuse, "erin@example.com")
-	e.mail.mu.Unlock()
+	e.mail.Accept("erin@example.com")
 	deliverAll(t, n, events)
 
 	for addr, want := range map[string]int{"carol@example.com": 2, "erin@example.com": 2, "bob@example.com": 2,
 		"dave@example.com": 0, "audrey@example.com": 0, "frank@example.com": 0, "alice@example.com": 0, "admin@example.com": 2} {
-		if got := len(e.mail.to(addr)); got != want {
+		if got := len(e.mail.To(addr)); got != want {
 			t.Errorf("%s got %d emails, want %d", addr, got, want)
 		}
 	}
-	m, body := e.mail.to("carol@example.com")[0].parse(t)
+	m, body := e.mail.To("carol@example.com")[0].Parse(t)
 	if s := m.Header.Get("Subject"); s != "Keyward: approval asked to view the recovery keys of LT-PARIS" {
 		t.Errorf("subject %q", s)
 	}
@@ -516,8 +508,8 @@ func TestApproverEmails(t *testing.T) {
 			t.Errorf("the request email lacks %q:\n%s", want, body)
 		}
 	}
-	answers := e.mail.to("bob@example.com")
-	m, body = answers[0].parse(t)
+	answers := e.mail.To("bob@example.com")
+	m, body = answers[0].Parse(t)
 	if s := m.Header.Get("Subject"); s != "Keyward: your request for the recovery keys of LT-PARIS was approved" {
 		t.Errorf("subject %q", s)
 	}
@@ -526,7 +518,7 @@ func TestApproverEmails(t *testing.T) {
 			t.Errorf("the approval email lacks %q:\n%s", want, body)
 		}
 	}
-	m, body = answers[1].parse(t)
+	m, body = answers[1].Parse(t)
 	if s := m.Header.Get("Subject"); s != "Keyward: your request for the recovery keys of LT-PARIS was denied" {
 		t.Errorf("subject %q", s)
 	}
@@ -547,12 +539,12 @@ func TestOldEventsAndOwnersOff(t *testing.T) {
 	old := e.trail(0)
 	e.clock.Advance(8 * 24 * time.Hour)
 	deliverAll(t, e.notifier(nil), old)
-	if len(e.mail.received()) != 0 || !strings.Contains(e.logs.String(), "too old") {
-		t.Errorf("an event 8 days old was mailed (%d) or not logged", len(e.mail.received()))
+	if len(e.mail.Received()) != 0 || !strings.Contains(e.logs.String(), "too old") {
+		t.Errorf("an event 8 days old was mailed (%d) or not logged", len(e.mail.Received()))
 	}
 	e.view(helpdesk, id, "now")
 	deliverAll(t, e.notifier(func(c *notify.Config) { c.Owners = false }), e.trail(old[len(old)-1].Seq))
-	if len(e.mail.received()) != 0 {
-		t.Errorf("owners off, yet %d emails", len(e.mail.received()))
+	if len(e.mail.Received()) != 0 {
+		t.Errorf("owners off, yet %d emails", len(e.mail.Received()))
 	}
 }

@@ -11,6 +11,7 @@ import (
 
 	"github.com/keyward/keyward/internal/escrow"
 	"github.com/keyward/keyward/internal/notify"
+	"github.com/keyward/keyward/internal/notify/smtptest"
 )
 
 // Every way of reaching the mail server, against a real one: what is sent, and what is
@@ -18,22 +19,22 @@ import (
 func TestSMTPTransports(t *testing.T) {
 	tests := []struct {
 		name    string
-		server  func(*mailServer)
+		server  func(*smtptest.Server)
 		config  func(*notify.SMTP)
 		wantErr string // "" when the email goes
 		wantTLS bool
 	}{
 		{name: "STARTTLS with AUTH PLAIN", wantTLS: true},
-		{name: "implicit TLS", server: func(s *mailServer) { s.implicit = true },
+		{name: "implicit TLS", server: func(s *smtptest.Server) { s.Implicit = true },
 			config: func(c *notify.SMTP) { c.TLS = notify.TLSImplicit }, wantTLS: true},
-		{name: "AUTH LOGIN only", server: func(s *mailServer) { s.mechs = []string{sasl.Login} }, wantTLS: true},
-		{name: "plain relay without authentication", server: func(s *mailServer) { s.noTLS, s.user = true, "" },
+		{name: "AUTH LOGIN only", server: func(s *smtptest.Server) { s.Mechs = []string{sasl.Login} }, wantTLS: true},
+		{name: "plain relay without authentication", server: func(s *smtptest.Server) { s.NoTLS, s.User = true, "" },
 			config: func(c *notify.SMTP) { c.TLS, c.Username, c.Password = notify.TLSNone, "", "" }},
-		{name: "STARTTLS not offered", server: func(s *mailServer) { s.noTLS = true }, wantErr: "STARTTLS"},
+		{name: "STARTTLS not offered", server: func(s *smtptest.Server) { s.NoTLS = true }, wantErr: "STARTTLS"},
 		{name: "certificate of an unknown CA", config: func(c *notify.SMTP) { c.RootCAs = nil }, wantErr: "certificate"},
-		{name: "certificate for another name", server: func(s *mailServer) { s.certNames = []string{"mail.example.org"} }, wantErr: "certificate"},
+		{name: "certificate for another name", server: func(s *smtptest.Server) { s.CertNames = []string{"mail.example.org"} }, wantErr: "certificate"},
 		{name: "wrong password", config: func(c *notify.SMTP) { c.Password = "wrong" }, wantErr: "535"},
-		{name: "no mechanism offered", server: func(s *mailServer) { s.mechs = []string{"CRAM-MD5"} }, wantErr: "neither AUTH PLAIN nor AUTH LOGIN"},
+		{name: "no mechanism offered", server: func(s *smtptest.Server) { s.Mechs = []string{"CRAM-MD5"} }, wantErr: "neither AUTH PLAIN nor AUTH LOGIN"},
 		{name: "implicit TLS to a STARTTLS port", config: func(c *notify.SMTP) { c.TLS = notify.TLSImplicit }, wantErr: "tls"},
 		{name: "server that never answers", config: func(c *notify.SMTP) { c.Server, c.Timeout = silentServer(t), 300*time.Millisecond },
 			wantErr: "deadline exceeded"},
@@ -53,13 +54,13 @@ func TestSMTPTransports(t *testing.T) {
 				}
 			})
 			got, err := n.Deliver(e.ctx, events)
-			mails := e.mail.received()
+			mails := e.mail.Received()
 			if tc.wantErr != "" {
 				if err == nil || !strings.Contains(err.Error(), tc.wantErr) || got != read || len(mails) != 0 {
 					t.Fatalf("Deliver accepted %d of %d (%v), %d emails; want %d, an error with %q, none sent", got, len(events), err, len(mails), read, tc.wantErr)
 				}
 				t.Logf("refused: %v", err)
-				if strings.Contains(err.Error(), e.mail.pass) {
+				if strings.Contains(err.Error(), e.mail.Pass) {
 					t.Errorf("the error shows the password: %v", err)
 				}
 				if d := time.Since(start); d > 4*time.Second {

@@ -1,4 +1,7 @@
-package notify_test
+// Package smtptest runs a real SMTP server (go-smtp) on 127.0.0.1 for tests: STARTTLS or
+// implicit TLS under a certificate authority made for the test, AUTH PLAIN and LOGIN only over
+// TLS, a record of every message and of all the traffic after TLS, and refusals on demand.
+package smtptest
 
 import (
 	"bytes"
@@ -25,15 +28,15 @@ import (
 	"github.com/keyward/keyward/internal/testkit"
 )
 
-// testCA is a certificate authority made for one test, and a certificate it issued for
+// CA is a certificate authority made for one test, and a certificate it issued for
 // 127.0.0.1 and localhost, or for the names given.
-type testCA struct {
-	pool *x509.CertPool
-	cert tls.Certificate
-	pem  []byte
+type CA struct {
+	Pool *x509.CertPool  // trusts the certificate
+	Cert tls.Certificate // the server's
+	PEM  []byte          // the authority's certificate, PEM-encoded, for a CA file
 }
 
-func newTestCA(t testing.TB, names ...string) testCA {
+func NewCA(t testing.TB, names ...string) CA {
 	t.Helper()
 	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
@@ -68,12 +71,12 @@ func newTestCA(t testing.TB, names ...string) testCA {
 	}
 	pool := x509.NewCertPool()
 	pool.AddCert(caCert)
-	return testCA{pool: pool, cert: tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key},
-		pem: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: caDER})}
+	return CA{Pool: pool, Cert: tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key},
+		PEM: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: caDER})}
 }
 
-// received is one message as the server took it.
-type received struct {
+// Mail is one message as the server took it.
+type Mail struct {
 	From   string
 	To     []string
 	Data   []byte
@@ -81,8 +84,8 @@ type received struct {
 	Authed string // the username that authenticated, "" without
 }
 
-// header parses the message's headers and returns it with its body decoded.
-func (r received) parse(t testing.TB) (*mail.Message, string) {
+// Parse parses the message and returns it with its body decoded from quoted-printable.
+func (r Mail) Parse(t testing.TB) (*mail.Message, string) {
 	t.Helper()
 	m, err := mail.ReadMessage(bytes.NewReader(r.Data))
 	if err != nil {
@@ -95,54 +98,58 @@ func (r received) parse(t testing.TB) (*mail.Message, string) {
 	return m, string(body)
 }
 
-// mailServer is a real SMTP server (go-smtp) on 127.0.0.1: STARTTLS or implicit TLS with a test
-// CA, AUTH PLAIN and LOGIN only over TLS, and refusals on demand.
-type mailServer struct {
+// Server is a real SMTP server on 127.0.0.1. Set its options in the function given to Start.
+type Server struct {
+	Implicit bool     // TLS from the first byte, not STARTTLS
+	NoTLS    bool     // offer no STARTTLS
+	User     string   // the account AUTH accepts ("keyward"); "" takes mail without authentication
+	Pass     string   // its password ("s3cret-pass")
+	Mechs    []string // AUTH mechanisms offered (PLAIN and LOGIN if nil)
+	// CertNames are the names of the server's certificate (127.0.0.1 and localhost if nil).
+	CertNames []string
+
+	CA      CA             // the authority that issued the server's certificate
+	Addr    string         // where it listens, once started
+	Traffic testkit.Buffer // everything sent and received after TLS, on every connection
+
 	t        testing.TB
-	ca       testCA
-	implicit bool   // TLS from the first byte
-	noTLS    bool   // offer no STARTTLS
-	user     string // "" takes mail without authentication
-	pass     string
-	mechs    []string // AUTH mechanisms offered (PLAIN and LOGIN if nil)
-	// certNames are the names of the server's certificate (127.0.0.1 and localhost if nil).
-	certNames []string
-
-	srv     *smtp.Server
-	ln      net.Listener
-	addr    string
-	traffic testkit.Buffer // everything sent and received after TLS, on every connection
-
+	srv      *smtp.Server
 	mu       sync.Mutex
-	mails    []received
-	refuse   map[string]*smtp.SMTPError // a recipient refused at RCPT, until deleted
+	mails    []Mail
+	refuse   map[string]*smtp.SMTPError // recipients refused at RCPT
 	dataFail int                        // the next DATA commands refused with 451
 }
 
-func newMailServer(t testing.TB, configure func(*mailServer)) *mailServer {
+// Start starts a server, with the options configure sets, and stops it when the test ends.
+func Start(t testing.TB, configure func(*Server)) *Server {
 	t.Helper()
-	s := &mailServer{t: t, user: "keyward", pass: "s3cret-pass", refuse: map[string]*smtp.SMTPError{}}
+	s := &Server{t: t, User: "keyward", Pass: "s3cret-pass", refuse: map[string]*smtp.SMTPError{}}
 	if configure != nil {
 		configure(s)
 	}
-	s.ca = newTestCA(t, s.certNames...)
-	s.start("127.0.0.1:0")
-	t.Cleanup(s.stop)
+	s.CA = NewCA(t, s.CertNames...)
+	s.listen("127.0.0.1:0")
+	t.Cleanup(s.Stop)
 	return s
 }
 
-// start listens on addr (again, after stop, on the address it had).
-func (s *mailServer) start(addr string) {
+// Restart starts the server again, after Stop, on the address it had.
+func (s *Server) Restart() {
+	s.t.Helper()
+	s.listen(s.Addr)
+}
+
+func (s *Server) listen(addr string) {
 	s.t.Helper()
 	srv := smtp.NewServer(smtp.BackendFunc(func(c *smtp.Conn) (smtp.Session, error) {
 		return &mailSession{s: s, conn: c}, nil
 	}))
 	srv.Domain = "localhost"
 	srv.ReadTimeout, srv.WriteTimeout = 10*time.Second, 10*time.Second
-	srv.Debug = &s.traffic
+	srv.Debug = &s.Traffic
 	srv.ErrorLog = discardLogger{}
-	tlsConfig := &tls.Config{Certificates: []tls.Certificate{s.ca.cert}}
-	if !s.noTLS {
+	tlsConfig := &tls.Config{Certificates: []tls.Certificate{s.CA.Cert}}
+	if !s.NoTLS {
 		srv.TLSConfig = tlsConfig
 	}
 	var ln net.Listener
@@ -156,10 +163,10 @@ func (s *mailServer) start(addr string) {
 	if err != nil {
 		s.t.Fatal(err)
 	}
-	if s.implicit {
+	if s.Implicit {
 		ln = tls.NewListener(ln, tlsConfig)
 	}
-	s.srv, s.ln, s.addr = srv, ln, ln.Addr().String()
+	s.srv, s.Addr = srv, ln.Addr().String()
 	go func() {
 		if err := srv.Serve(ln); err != nil && !errors.Is(err, smtp.ErrServerClosed) {
 			s.t.Errorf("smtp server: %v", err)
@@ -167,23 +174,46 @@ func (s *mailServer) start(addr string) {
 	}()
 }
 
-func (s *mailServer) stop() {
+// Stop stops the server: connections are refused until Restart.
+func (s *Server) Stop() {
 	if s.srv != nil {
 		s.srv.Close()
 		s.srv = nil
 	}
 }
 
-func (s *mailServer) received() []received {
+// Refuse makes RCPT refuse addr with err until Accept.
+func (s *Server) Refuse(addr string, err *smtp.SMTPError) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return append([]received(nil), s.mails...)
+	s.refuse[addr] = err
 }
 
-// to returns the messages received for addr.
-func (s *mailServer) to(addr string) []received {
-	var out []received
-	for _, m := range s.received() {
+// Accept takes mail for addr again.
+func (s *Server) Accept(addr string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	delete(s.refuse, addr)
+}
+
+// FailData makes the next n messages be refused at the end of DATA with 451 (try later).
+func (s *Server) FailData(n int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.dataFail = n
+}
+
+// Received returns the messages taken so far.
+func (s *Server) Received() []Mail {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]Mail(nil), s.mails...)
+}
+
+// To returns the messages taken for addr.
+func (s *Server) To(addr string) []Mail {
+	var out []Mail
+	for _, m := range s.Received() {
 		for _, a := range m.To {
 			if a == addr {
 				out = append(out, m)
@@ -193,13 +223,19 @@ func (s *mailServer) to(addr string) []received {
 	return out
 }
 
+// Refusals of a recipient: for good, and for now.
+var (
+	Error550 = &smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 1, 1}, Message: "no such mailbox"}
+	Error451 = &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 3, 0}, Message: "try again later"}
+)
+
 type discardLogger struct{}
 
 func (discardLogger) Printf(string, ...any) {}
 func (discardLogger) Println(...any)        {}
 
 type mailSession struct {
-	s      *mailServer
+	s      *Server
 	conn   *smtp.Conn
 	authed string
 	from   string
@@ -207,15 +243,15 @@ type mailSession struct {
 }
 
 func (m *mailSession) AuthMechanisms() []string {
-	if m.s.mechs != nil {
-		return m.s.mechs
+	if m.s.Mechs != nil {
+		return m.s.Mechs
 	}
 	return []string{sasl.Plain, sasl.Login}
 }
 
 func (m *mailSession) Auth(mech string) (sasl.Server, error) {
 	check := func(user, pass string) error {
-		if user != m.s.user || pass != m.s.pass {
+		if user != m.s.User || pass != m.s.Pass {
 			return smtp.ErrAuthFailed
 		}
 		m.authed = user
@@ -231,7 +267,7 @@ func (m *mailSession) Auth(mech string) (sasl.Server, error) {
 }
 
 func (m *mailSession) Mail(from string, _ *smtp.MailOptions) error {
-	if m.s.user != "" && m.authed == "" {
+	if m.s.User != "" && m.authed == "" {
 		return smtp.ErrAuthRequired
 	}
 	m.from = from
@@ -260,7 +296,7 @@ func (m *mailSession) Data(r io.Reader) error {
 		return &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 3, 0}, Message: "try again later"}
 	}
 	_, tlsOn := m.conn.TLSConnectionState()
-	m.s.mails = append(m.s.mails, received{From: m.from, To: m.to, Data: b, TLS: tlsOn, Authed: m.authed})
+	m.s.mails = append(m.s.mails, Mail{From: m.from, To: m.to, Data: b, TLS: tlsOn, Authed: m.authed})
 	return nil
 }
 
@@ -285,9 +321,3 @@ func (l *loginServer) Next(response []byte) ([]byte, bool, error) {
 	}
 	return nil, true, l.check(*l.user, string(response))
 }
-
-// Refusals of a recipient: for good, and for now.
-var (
-	smtpError550 = smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 1, 1}, Message: "no such mailbox"}
-	smtpError451 = smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 3, 0}, Message: "try again later"}
-)
