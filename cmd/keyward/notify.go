@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"runtime"
 	"strings"
 	"time"
 
@@ -98,6 +99,15 @@ func (s *Server) notifySink() (*notify.Notifier, error) {
 	}
 	var password string
 	if f.PasswordFile != "" {
+		fi, err := os.Stat(f.PasswordFile)
+		if err != nil {
+			return nil, fmt.Errorf("--smtp-password-file: %w", err)
+		}
+		// As for the master key: a secret other users can read is refused, not used. Its
+		// group may read it (root:keyward, mode 640, for the service's user).
+		if perm := fi.Mode().Perm(); runtime.GOOS != "windows" && perm&0o007 != 0 {
+			return nil, fmt.Errorf("--smtp-password-file %s is accessible by other users (mode %04o); run chmod 640 on it", f.PasswordFile, uint32(perm))
+		}
 		b, err := os.ReadFile(f.PasswordFile)
 		if err != nil {
 			return nil, fmt.Errorf("--smtp-password-file: %w", err)

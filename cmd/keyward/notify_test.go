@@ -69,6 +69,10 @@ func TestServeEmailSink(t *testing.T) {
 	if err := os.WriteFile(passwordFile, []byte("s3cret-pass\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
+	openFile := filepath.Join(files, "smtp-password-for-all")
+	if err := os.WriteFile(openFile, []byte("s3cret-pass\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	emptyFile := filepath.Join(files, "empty")
 	if err := os.WriteFile(emptyFile, nil, 0o600); err != nil {
 		t.Fatal(err)
@@ -87,12 +91,18 @@ func TestServeEmailSink(t *testing.T) {
 		t.Error("an email sink without --smtp-server")
 	}
 
-	for name, change := range map[string]map[string]string{
-		"missing password file": {"KEYWARD_SMTP_PASSWORD_FILE": filepath.Join(files, "nope")},
-		"empty password file":   {"KEYWARD_SMTP_PASSWORD_FILE": emptyFile},
-		"CA file without PEM":   {"KEYWARD_SMTP_CA": passwordFile},
-		"sender not an address": {"KEYWARD_SMTP_FROM": "keyward"},
+	for _, tc := range []struct {
+		name   string
+		change map[string]string
+		want   string
+	}{
+		{"missing password file", map[string]string{"KEYWARD_SMTP_PASSWORD_FILE": filepath.Join(files, "nope")}, "no such file"},
+		{"empty password file", map[string]string{"KEYWARD_SMTP_PASSWORD_FILE": emptyFile}, "is empty"},
+		{"password file for all", map[string]string{"KEYWARD_SMTP_PASSWORD_FILE": openFile}, "run chmod 640"},
+		{"CA file without PEM", map[string]string{"KEYWARD_SMTP_CA": passwordFile}, "no PEM certificate"},
+		{"sender not an address", map[string]string{"KEYWARD_SMTP_FROM": "keyward"}, "smtp from"},
 	} {
+		name, change := tc.name, tc.change
 		t.Run(name, func(t *testing.T) {
 			bad := map[string]string{"KEYWARD_DATA_DIR": t.TempDir(), "KEYWARD_LISTEN": "127.0.0.1:0"}
 			for k, v := range env {
@@ -110,8 +120,8 @@ func TestServeEmailSink(t *testing.T) {
 				s.Close()
 				t.Fatal("the server started")
 			}
-			if !strings.Contains(err.Error(), "email") || strings.Contains(err.Error(), "s3cret-pass") {
-				t.Errorf("error %q: want it to name the email settings, never the password", err)
+			if !strings.Contains(err.Error(), "email") || !strings.Contains(err.Error(), tc.want) || strings.Contains(err.Error(), "s3cret-pass") {
+				t.Errorf("error %q: want it to name the email settings and say %q, never the password", err, tc.want)
 			}
 		})
 	}
