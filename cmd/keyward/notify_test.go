@@ -64,7 +64,7 @@ func TestEmailFlags(t *testing.T) {
 // they are wrong.
 func TestServeEmailSink(t *testing.T) {
 	files := t.TempDir()
-	caFile, _, _ := selfSignedCert(t, files)
+	caFile, _, _ := testkit.NewCA(t).Write(t, files)
 	passwordFile := filepath.Join(files, "smtp-password")
 	if err := os.WriteFile(passwordFile, []byte("s3cret-pass\n"), 0o600); err != nil {
 		t.Fatal(err)

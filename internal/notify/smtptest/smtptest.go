@@ -5,16 +5,9 @@ package smtptest
 
 import (
 	"bytes"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"errors"
 	"io"
-	"math/big"
 	"mime/quotedprintable"
 	"net"
 	"net/mail"
@@ -27,53 +20,6 @@ import (
 
 	"github.com/keyward/keyward/internal/testkit"
 )
-
-// CA is a certificate authority made for one test, and a certificate it issued for
-// 127.0.0.1 and localhost, or for the names given.
-type CA struct {
-	Pool *x509.CertPool  // trusts the certificate
-	Cert tls.Certificate // the server's
-	PEM  []byte          // the authority's certificate, PEM-encoded, for a CA file
-}
-
-func NewCA(t testing.TB, names ...string) CA {
-	t.Helper()
-	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	now := time.Now()
-	caTmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "Keyward test CA"},
-		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(time.Hour), IsCA: true, BasicConstraintsValid: true,
-		KeyUsage: x509.KeyUsageCertSign}
-	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	caCert, err := x509.ParseCertificate(caDER)
-	if err != nil {
-		t.Fatal(err)
-	}
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: "localhost"},
-		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(time.Hour), DNSNames: []string{"localhost"},
-		IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)}, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-		KeyUsage: x509.KeyUsageDigitalSignature}
-	if len(names) > 0 {
-		tmpl.DNSNames, tmpl.IPAddresses = names, nil
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, caCert, &key.PublicKey, caKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pool := x509.NewCertPool()
-	pool.AddCert(caCert)
-	return CA{Pool: pool, Cert: tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key},
-		PEM: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: caDER})}
-}
 
 // Mail is one message as the server took it.
 type Mail struct {
@@ -108,7 +54,7 @@ type Server struct {
 	// CertNames are the names of the server's certificate (127.0.0.1 and localhost if nil).
 	CertNames []string
 
-	CA      CA             // the authority that issued the server's certificate
+	CA      testkit.CA     // the authority that issued the server's certificate
 	Addr    string         // where it listens, once started
 	Traffic testkit.Buffer // everything sent and received after TLS, on every connection
 
@@ -127,7 +73,7 @@ func Start(t testing.TB, configure func(*Server)) *Server {
 	if configure != nil {
 		configure(s)
 	}
-	s.CA = NewCA(t, s.CertNames...)
+	s.CA = testkit.NewCA(t, s.CertNames...)
 	s.listen("127.0.0.1:0")
 	t.Cleanup(s.Stop)
 	return s
