@@ -142,6 +142,12 @@ func TestLayoutRules(t *testing.T) {
 		}, want: []string{
 			m + "internal/importer imports " + m + "internal/store",
 		}},
+		{name: "notifier imports the store or the delivery", pkgs: []goPackage{
+			pkg("internal/notify", "notify", m+"internal/escrow", m+"internal/store", m+"internal/delivery", "github.com/emersion/go-smtp"),
+		}, want: []string{
+			m + "internal/notify imports " + m + "internal/store",
+			m + "internal/notify imports " + m + "internal/delivery",
+		}},
 		{name: "agent test helper imports server packages", pkgs: []goPackage{
 			pkg("internal/agent/agenttest", "agenttest", m+"internal/bitlockertest", m+"internal/store"),
 		}, want: []string{
@@ -219,6 +225,11 @@ func forbidden(path, imp string) string {
 	case in(path, "internal/importer"):
 		if in(imp, "internal/store") || in(imp, "internal/api") || in(imp, "internal/web") || in(imp, "internal/metrics") || in(imp, "cmd") {
 			return "the import sources only read and parse: the command hands their records to the store"
+		}
+	case in(path, "internal/notify"):
+		if in(imp, "internal/store") || in(imp, "internal/api") || in(imp, "internal/web") || in(imp, "internal/metrics") ||
+			in(imp, "internal/delivery") || in(imp, "cmd") {
+			return "adapters never import each other: the notifier reads through its own interface and is a delivery sink by its methods alone"
 		}
 	case in(path, "internal/agent/agenttest"):
 		// The agent's test helper shares the other test helpers, never server code.

@@ -1,16 +1,9 @@
 package main
 
 import (
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/binary"
 	"encoding/json"
-	"encoding/pem"
 	"fmt"
-	"math/big"
 	"net"
 	"os"
 	"os/exec"
@@ -22,6 +15,7 @@ import (
 	"github.com/go-ldap/ldap/v3"
 
 	"github.com/keyward/keyward/internal/bitlockertest"
+	"github.com/keyward/keyward/internal/testkit"
 )
 
 // adSchema declares the Active Directory attributes and classes the import reads, with AD's
@@ -56,8 +50,7 @@ func startSlapd(t *testing.T) *slapd {
 	if err := os.Mkdir(filepath.Join(dir, "db"), 0o700); err != nil {
 		t.Fatal(err)
 	}
-	caFile, certFile, keyFile := filepath.Join(dir, "ca.pem"), filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
-	writeCert(t, caFile, certFile, keyFile)
+	caFile, certFile, keyFile := testkit.NewCA(t).Write(t, dir)
 	schema := filepath.Join(dir, "ad.schema")
 	if err := os.WriteFile(schema, []byte(adSchema), 0o600); err != nil {
 		t.Fatal(err)
@@ -104,32 +97,6 @@ limits users size.soft=5 size.hard=5 size.prtotal=unlimited
 	})
 	waitListening(t, addr, "slapd", &logs)
 	return &slapd{url: url, caFile: caFile}
-}
-
-func writeCert(t *testing.T, caFile, certFile, keyFile string) {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "127.0.0.1"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour), IPAddresses: []net.IP{net.ParseIP("127.0.0.1")},
-		KeyUsage: x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-		IsCA: true, BasicConstraintsValid: true}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pk, err := x509.MarshalPKCS8PrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	certPEM := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
-	for f, b := range map[string][]byte{caFile: certPEM, certFile: certPEM, keyFile: pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: pk})} {
-		if err := os.WriteFile(f, b, 0o600); err != nil {
-			t.Fatal(err)
-		}
-	}
 }
 
 // adGUID is a GUID as Active Directory stores it: the first three fields little endian.

@@ -160,9 +160,11 @@ func (g gatedStore) Disclose(ctx context.Context, o escrow.Origin, deviceID, rea
 }
 
 // runner builds the runner of the configured sinks (nil when none is) and, with
-// --audit-require-delivery, the gate.
-func (a *auditDelivery) runner(db *store.DB, obs delivery.Observer, opts delivery.Options) (*delivery.Runner, *delivery.Gate, error) {
+// --audit-require-delivery, the gate. extra are sinks configured elsewhere (the email
+// notifications).
+func (a *auditDelivery) runner(db *store.DB, obs delivery.Observer, opts delivery.Options, extra ...delivery.Sink) (*delivery.Runner, *delivery.Gate, error) {
 	sinks, err := a.sinks()
+	sinks = append(sinks, extra...)
 	if err != nil || len(sinks) == 0 {
 		return nil, nil, err
 	}

@@ -19,6 +19,7 @@ import (
 	"github.com/keyward/keyward/internal/delivery"
 	"github.com/keyward/keyward/internal/escrow"
 	"github.com/keyward/keyward/internal/metrics"
+	"github.com/keyward/keyward/internal/notify"
 	"github.com/keyward/keyward/internal/seal"
 	"github.com/keyward/keyward/internal/store"
 	"github.com/keyward/keyward/internal/web"
@@ -51,6 +52,8 @@ type Server struct {
 
 	// Delivery of the audit trail to a SIEM (delivery.go).
 	Delivery auditDelivery
+	// Email notifications (cmd/keyward/notify.go).
+	Email emailFlags
 
 	Log *slog.Logger
 	Now func() time.Time
@@ -64,13 +67,15 @@ type Server struct {
 	runner     *delivery.Runner
 	runnerDone chan struct{} // closed when the runner has stopped; nil while it is not running
 	stopRunner context.CancelFunc
+	// notifier is the audit trail's "email" sink; nil without --smtp-server.
+	notifier *notify.Notifier
 }
 
 // NewServer returns a server with the defaults of `keyward serve`.
 func NewServer() *Server {
 	return &Server{DataDir: "./keyward-data", Listen: "127.0.0.1:8080", LogLevel: "info", JobsInterval: 30 * time.Second,
 		OIDCScopes: "openid,email,profile,groups", OIDCRoleClaim: "groups", OIDCDefaultRole: "user",
-		Delivery: defaultAuditDelivery()}
+		Delivery: defaultAuditDelivery(), Email: defaultEmailFlags()}
 }
 
 // ParseFlags reads the serve command's flags and environment.
@@ -95,8 +100,12 @@ func (s *Server) ParseFlags(args []string, getenv func(string) string) error {
 	fs.StringVar(&s.OIDCRoleMap, "oidc-role-map", s.OIDCRoleMap, "claim values to roles, like kw-admins=admin,kw-helpdesk=helpdesk,kw-auditors=auditor")
 	fs.StringVar(&s.OIDCDefaultRole, "oidc-default-role", s.OIDCDefaultRole, "role of a person whose claims map to none: user, auditor, helpdesk, admin, or none to refuse them")
 	s.Delivery.flags(fs)
+	s.Email.register(fs)
 	if err := parse(fs, args, getenv); err != nil {
 		return err
+	}
+	if err := s.Email.validate(); err != nil {
+		return exitError{2, "serve: " + err.Error()}
 	}
 	if err := s.Delivery.check(); err != nil {
 		return exitError{2, "serve: " + err.Error()}
@@ -179,7 +188,16 @@ func (s *Server) Open(ctx context.Context, logOut io.Writer) error {
 	// One registry per server, shared by the API (which serves it at GET /metrics) and the
 	// portal, so both count their routes in the same series.
 	s.metrics = metrics.New(s.db, s.Log, metrics.Options{Now: s.Now})
-	runner, gate, err := s.Delivery.runner(s.db, s.metrics, delivery.Options{Log: s.Log})
+	if s.notifier, err = s.notifySink(); err != nil {
+		s.ln.Close()
+		s.db.Close()
+		return exitError{2, "serve: email: " + err.Error()}
+	}
+	var extra []delivery.Sink
+	if s.notifier != nil {
+		extra = append(extra, s.notifier) // the "email" sink
+	}
+	runner, gate, err := s.Delivery.runner(s.db, s.metrics, delivery.Options{Log: s.Log}, extra...)
 	if err != nil {
 		s.ln.Close()
 		s.db.Close()

@@ -85,7 +85,7 @@ func seedFleet(tb testing.TB, e *env, n int) []escrow.Enrolled {
 }
 
 // watched are the tables whose full scan costs the fleet.
-var watched = []string{"devices", "device_tags", "volumes", "protectors", "recovery_keys", "rotations", "audit_events"}
+var watched = []string{"devices", "device_tags", "volumes", "protectors", "recovery_keys", "rotations", "audit_events", "users"}
 
 // TestQueryPlans runs every statement the store sends while serving requests (and running its
 // jobs) against a seeded database through EXPLAIN QUERY PLAN (SQLite, with the statistics
@@ -278,6 +278,16 @@ func exerciseRequestPaths(t *testing.T, e *env, devices []escrow.Enrolled) {
 	_, err = e.db.DeliveryStates(ctx, []string{"syslog", "webhook"})
 	must("DeliveryStates", err)
 	must("ReleaseDeliveryLease", e.db.ReleaseDeliveryLease(ctx, "syslog", "plan"))
+	// The email notifications (internal/notify): the events just before a batch, the request
+	// an approval answers (walked back from the approval until found), and the look-ups.
+	must("ListAudit before", e.db.ListAudit(ctx, escrow.AuditFilter{Before: 20, Limit: 2}, func(escrow.AuditEvent) error { return nil }))
+	must("ListAudit request", e.db.ListAudit(ctx, escrow.AuditFilter{Action: "key.request", Before: 20}, func(escrow.AuditEvent) error { return nil }))
+	_, err = e.db.DeviceRecord(ctx, d0.DeviceID)
+	must("DeviceRecord", err)
+	_, err = e.db.UserByName(ctx, "admin@example.com")
+	must("UserByName", err)
+	_, err = e.db.Approvers(ctx)
+	must("Approvers", err)
 	_, err = e.db.UpdateSettings(ctx, adminOrigin, map[string]string{"escrowGracePeriod": "2h", "maxKeyAge": "10d"})
 	must("UpdateSettings", err)
 	_, err = e.db.RetireDevice(ctx, adminOrigin, devices[2].DeviceID, "test")

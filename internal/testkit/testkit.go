@@ -1,7 +1,8 @@
 // Package testkit holds what Keyward's tests share beyond the BitLocker samples: a clock the
 // test moves by hand (time is injected everywhere, so grace periods, timeouts and retention pass
 // without sleeping), a buffer that collects logs from many goroutines, and the binaries of the
-// commands for tests that run them as real processes. Tests only.
+// commands for tests that run them as real processes, and a certificate authority for TLS
+// servers started by tests. Tests only.
 package testkit
 
 import (
