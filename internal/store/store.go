@@ -107,9 +107,6 @@ func openSQLiteFile(ctx context.Context, path, journal string, opts Options) (*D
 	q.Add("_pragma", "busy_timeout(10000)")
 	// Purged key material must be gone from the file, not left in free pages.
 	q.Add("_pragma", "secure_delete(ON)")
-	// Each write request runs in a savepoint of its batch (commit.go); SQLite keeps what a
-	// savepoint may have to undo in a statement journal, in memory rather than a temporary file.
-	q.Add("_pragma", "temp_store(MEMORY)")
 	q.Set("_txlock", "immediate")
 	rw, err := openPool("sqlite", "file:"+path+"?"+q.Encode())
 	if err != nil {
