@@ -330,6 +330,9 @@ type KeyFilter struct {
 type Disclosure struct {
 	Device DeviceDetail
 	Keys   []DisclosedKey
+	// Pending is set, and Keys empty, when the view needs a second person's approval first:
+	// the request waiting for it (made now, or the requester's earlier one still pending).
+	Pending *Approval
 }
 
 // AuditFilter selects audit events. Empty fields match everything.
@@ -340,6 +343,7 @@ type AuditFilter struct {
 	Action   string
 	Source   string
 	Outcome  string
+	Ticket   string
 	Since    time.Time // inclusive
 	Until    time.Time // exclusive
 	// Before continues a newest-first listing: only events with a smaller seq.
@@ -469,3 +473,18 @@ type ReportProblem struct {
 	Status  StatusResult
 	Problem string
 }
+
+// MaxTicket bounds a ticket number; the longest in common use are a few dozen characters.
+const MaxTicket = 128
+
+// Access is what a person gives for a view of key material or a rotation: why, under which
+// ticket, and in which role they act. The ticket rule and two-person approval apply to staff
+// (admin and helpdesk) only, never to self-service.
+type Access struct {
+	Reason string
+	Ticket string
+	Role   Role
+}
+
+// Staff reports whether the access is by admin or helpdesk.
+func (a Access) Staff() bool { return a.Role == RoleAdmin || a.Role == RoleHelpdesk }

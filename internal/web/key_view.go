@@ -24,26 +24,39 @@ func (s *Server) keyView(w http.ResponseWriter, r *http.Request) error {
 		return escrow.Errorf(escrow.CodeInvalid, "The form could not be read.")
 	}
 	reasonText, reasonErr := formReason(r)
+	ticket := r.PostForm.Get("ticket") // the store applies the settings' ticket rules
 	// Roles that may never see material go straight to the store, which refuses and records
 	// the attempt; the form's errors are only for those who could succeed.
 	mayView := p.Role == escrow.RoleAdmin || p.Role == escrow.RoleHelpdesk
-	if reasonErr != nil && mayView {
-		d, err := s.loadSecurity(r, id)
-		if err != nil {
-			return err
+	formError := func(err error) error {
+		d, lerr := s.loadSecurity(r, id)
+		if lerr != nil {
+			return lerr
 		}
-		d.Error, d.Reason, d.Details = escrow.ErrorMessage(reasonErr), r.PostForm.Get("reason"), r.PostForm.Get("details")
+		d.Error, d.Reason, d.Details, d.Ticket.Value = escrow.ErrorMessage(err), r.PostForm.Get("reason"), r.PostForm.Get("details"), ticket
 		return s.render(w, r, http.StatusBadRequest, viewDeviceSecurity, d.Device.Name+" · Security", "devices", d)
 	}
-	disclosure, err := s.store.Disclose(r.Context(), origin(r, p), id, reasonText, func(dev escrow.Device, set escrow.Settings) bool {
-		return mayView && p.CanViewMaterial(dev, set.SelfServiceEnabled)
-	})
+	if reasonErr != nil && mayView {
+		return formError(reasonErr)
+	}
+	disclosure, err := s.store.Disclose(r.Context(), origin(r, p), id, escrow.Access{Reason: reasonText, Ticket: ticket, Role: p.Role},
+		func(dev escrow.Device, set escrow.Settings) bool {
+			return mayView && p.CanViewMaterial(dev, set.SelfServiceEnabled)
+		})
+	if escrow.ErrorCode(err) == escrow.CodeInvalid && mayView {
+		return formError(err) // the ticket: nothing was disclosed or recorded as a read
+	}
 	if err != nil {
 		return err
 	}
 	d, err := s.loadSecurity(r, id)
 	if err != nil {
 		return err
+	}
+	if disclosure.Pending != nil {
+		// Two-person approval: the request waits in the queue; nothing was disclosed.
+		d.Pending = disclosure.Pending
+		return s.render(w, r, http.StatusAccepted, viewDeviceSecurity, d.Device.Name+" · Waiting for approval", "devices", d)
 	}
 	d.Disclosed = disclosure.Keys
 	if len(d.Disclosed) == 0 {
