@@ -297,3 +297,61 @@ func TestTicketChain(t *testing.T) {
 		t.Fatalf("VerifyAudit after giving an old event a ticket = %v, want broken at seq %d", err, first)
 	}
 }
+
+// TestApprovalStepsFailClosed: each step's state change commits with its event or not at all.
+// A request whose key.request cannot be written is not made; an approval whose key.approve
+// cannot be written is not given; a view whose key.read cannot be written discloses nothing
+// and leaves the approval unused.
+func TestApprovalStepsFailClosed(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	en := e.enroll("LT-0042", "")
+	e.escrowPassword(en, osVolume, xts128)
+	e.settings(map[string]string{"approvalRequired": "true"})
+	raw := e.raw()
+	view := func() (escrow.Disclosure, error) {
+		return e.db.Disclose(e.ctx, helpdeskOrigin, en.DeviceID, asHelpdesk("forgotten PIN", ""), allowAll)
+	}
+	count := func() int {
+		t.Helper()
+		var n int
+		if err := raw.QueryRowContext(e.ctx, `SELECT COUNT(*) FROM approvals`).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+
+	e.failAuditWrites(raw, escrow.ActionKeyRequest)
+	d, err := view()
+	wantCode(t, err, escrow.CodeUnavailable)
+	assertNothingDisclosed(t, d, xts128.password)
+	if n := count(); n != 0 {
+		t.Fatalf("%d requests made without their event", n)
+	}
+	e.allowAuditWrites(raw)
+	d, err = view()
+	if err != nil || d.Pending == nil {
+		t.Fatalf("view = %+v, %v", d, err)
+	}
+	id := d.Pending.ID
+
+	e.failAuditWrites(raw, escrow.ActionKeyApprove)
+	_, err = e.decide(secondHelpdesk, id, true, "")
+	wantCode(t, err, escrow.CodeUnavailable)
+	e.allowAuditWrites(raw)
+	if d, err := view(); err != nil || d.Pending == nil || d.Pending.Status != escrow.ApprovalPending {
+		t.Fatalf("an approval without its event took effect: %+v, %v", d, err)
+	}
+	if _, err := e.decide(secondHelpdesk, id, true, ""); err != nil {
+		t.Fatal(err)
+	}
+
+	e.failAuditWrites(raw, escrow.ActionKeyRead)
+	d, err = view()
+	wantCode(t, err, escrow.CodeUnavailable)
+	assertNothingDisclosed(t, d, xts128.password)
+	e.allowAuditWrites(raw)
+	if d, err := view(); err != nil || len(d.Keys) != 1 {
+		t.Fatalf("the approval was used up by a view that failed: %+v, %v", d, err)
+	}
+}
