@@ -11,7 +11,9 @@ import (
 // (one key.read per key, in the disclosure's transaction, and the automatic rotation after
 // it); whether the caller may see the material is decided there, on the device as stored then,
 // and a refusal is recorded there as a denied key.read. The Security page comes back with the
-// keys shown, never cached.
+// keys shown, never cached. A ticket the settings refuse brings the form back with the message
+// (nothing disclosed or recorded); where two-person approval holds the view, the page comes back
+// (202) with the request waiting instead of keys.
 func (s *Server) keyView(w http.ResponseWriter, r *http.Request) error {
 	p := principal(r)
 	id, err := s.routeDeviceID(r, escrow.ActionKeyRead)
