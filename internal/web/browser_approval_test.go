@@ -60,6 +60,7 @@ func TestBrowserApprovalQueue(t *testing.T) {
 			t.Errorf("the queue's row lacks %q: %q", want, row)
 		}
 	}
+	screenshot(t, approver, screenshotDir(t), "approvals.png")
 	browserRun(t, approver,
 		chromedp.Click(chromedp.CSS(`form[action$="/approve"] button`)),
 		chromedp.WaitVisible(chromedp.CSS(`main .notice`)),
