@@ -42,8 +42,9 @@ func staff(p escrow.Principal) bool {
 }
 
 // approvalsList serves GET /api/approvals (admin, helpdesk): requests on devices in the
-// caller's scope, newest first; status filters (default pending), mine=true keeps the caller's
-// own requests (any status unless one is given).
+// caller's scope; status filters (default pending), mine=true keeps the caller's own requests
+// (any status unless one is given). Pending and approved ones come soonest to lapse first,
+// the others newest first.
 func (s *Server) approvalsList(w http.ResponseWriter, r *http.Request) error {
 	p := principal(r)
 	if err := s.authorize(r, staff(p), "approval.list", ""); err != nil {

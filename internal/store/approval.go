@@ -239,9 +239,11 @@ func (db *DB) admit(ctx context.Context, tx dbtx, e escrow.AuditEvent, a escrow.
 
 var errNoApproval = escrow.Errorf(escrow.CodeNotFound, "approval: no such request")
 
-// ListApprovals returns a page of requests matching f, newest first, each with its status at
-// now, and the cursor of the next page ("" on the last). With no status and no requester it
-// lists the pending ones. Errors: CodeInvalid for a bad cursor or status.
+// ListApprovals returns a page of requests matching f, each with its status at now, and the
+// cursor of the next page ("" on the last). With no status and no requester it lists the
+// pending ones. Pending and approved requests of everyone (the queue) come soonest to lapse
+// first, as one range of approvals_open whatever the history; every other listing newest
+// first. Errors: CodeInvalid for a bad cursor or status.
 func (db *DB) ListApprovals(ctx context.Context, f escrow.ApprovalFilter) ([]escrow.Approval, string, error) {
 	now := db.Now()
 	var where []string
@@ -250,6 +252,11 @@ func (db *DB) ListApprovals(ctx context.Context, f escrow.ApprovalFilter) ([]esc
 	status := f.Status
 	if status == "" && f.Requester == "" {
 		status = escrow.ApprovalPending
+	}
+	live := f.Requester == "" && (status == escrow.ApprovalPending || status == escrow.ApprovalApproved)
+	sortKey, order, after := "a.created_at", "a.created_at DESC, a.id DESC", "<"
+	if live {
+		sortKey, order, after = "a.expires_at", "a.expires_at, a.id", ">"
 	}
 	switch status {
 	case "":
@@ -276,14 +283,14 @@ func (db *DB) ListApprovals(ctx context.Context, f escrow.ApprovalFilter) ([]esc
 			return nil, "", errBadCursor
 		}
 		c, i := arg(at), arg(parts[1])
-		where = append(where, "(a.created_at < "+c+" OR (a.created_at = "+c+" AND a.id < "+i+"))")
+		where = append(where, "("+sortKey+" "+after+" "+c+" OR ("+sortKey+" = "+c+" AND a.id "+after+" "+i+"))")
 	}
 	limit := f.Limit
 	if limit <= 0 || limit > 1000 {
 		limit = defaultLimit
 	}
 	query := `SELECT ` + approvalColumns + approvalFrom + ` WHERE ` + strings.Join(where, " AND ") +
-		` ORDER BY a.created_at DESC, a.id DESC LIMIT ` + strconv.Itoa(limit+1)
+		` ORDER BY ` + order + ` LIMIT ` + strconv.Itoa(limit+1)
 	var out []escrow.Approval
 	err := db.read(ctx, func(tx *sql.Tx) error {
 		out = nil
@@ -308,7 +315,11 @@ func (db *DB) ListApprovals(ctx context.Context, f escrow.ApprovalFilter) ([]esc
 	if len(out) > limit {
 		out = out[:limit]
 		last := out[limit-1]
-		next = encodeCursor(strconv.FormatInt(micros(last.CreatedAt), 10), last.ID)
+		at := last.CreatedAt
+		if live {
+			at = last.ExpiresAt
+		}
+		next = encodeCursor(strconv.FormatInt(micros(at), 10), last.ID)
 	}
 	return out, next, nil
 }

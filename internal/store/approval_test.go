@@ -2,6 +2,7 @@ package store_test
 
 import (
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -354,4 +355,66 @@ func TestApprovalStepsFailClosed(t *testing.T) {
 	if d, err := view(); err != nil || len(d.Keys) != 1 {
 		t.Fatalf("the approval was used up by a view that failed: %+v, %v", d, err)
 	}
+}
+
+// TestApprovalQueuePages: the queue lists live requests soonest to lapse first, a page at a
+// time, leaving out lapsed ones and requests outside the caller's scope; a person's own list
+// is newest first.
+func TestApprovalQueuePages(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	e.settings(map[string]string{"approvalRequired": "true", "approvalTTL": "1h"})
+	var devices []escrow.Enrolled
+	for i := range 4 {
+		en := e.enroll(fmt.Sprintf("LT-%04d", i), "")
+		devices = append(devices, en)
+		e.escrowPassword(en, osVolume, genSample(i))
+	}
+	lab := devices[3]
+	if _, err := e.db.UpdateDevice(e.ctx, adminOrigin, lab.DeviceID, escrow.DeviceChange{Tags: &[]string{"lab"}}); err != nil {
+		t.Fatal(err)
+	}
+	var ids []string
+	for i, en := range devices {
+		if i > 0 {
+			e.clock.Advance(20 * time.Minute)
+		}
+		d, err := e.db.Disclose(e.ctx, helpdeskOrigin, en.DeviceID, asHelpdesk("x", ""), allowAll)
+		if err != nil || d.Pending == nil {
+			t.Fatalf("Disclose = %+v, %v", d, err)
+		}
+		ids = append(ids, d.Pending.ID)
+	}
+	// Now the first request has lapsed (60 minutes old); the other three are live.
+	var got []string
+	cursor := ""
+	for {
+		page, next, err := e.db.ListApprovals(e.ctx, escrow.ApprovalFilter{Scope: allScope, Limit: 2, Cursor: cursor})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, a := range page {
+			got = append(got, a.ID)
+		}
+		if next == "" {
+			break
+		}
+		cursor = next
+	}
+	if strings.Join(got, ",") != strings.Join(ids[1:], ",") {
+		t.Fatalf("queue = %v, want %v", got, ids[1:])
+	}
+	inLab, _, err := e.db.ListApprovals(e.ctx, escrow.ApprovalFilter{Scope: escrow.Scope{Tags: []string{"lab"}}})
+	if err != nil || len(inLab) != 1 || inLab[0].ID != ids[3] {
+		t.Fatalf("queue in the lab scope = %+v, %v", inLab, err)
+	}
+	if n, err := e.db.CountPendingApprovals(e.ctx, escrow.Scope{Tags: []string{"lab"}}, "someone@example.com"); err != nil || n != 1 {
+		t.Fatalf("count in the lab scope = %d, %v", n, err)
+	}
+	mine, _, err := e.db.ListApprovals(e.ctx, escrow.ApprovalFilter{Requester: "helpdesk@example.com", Scope: allScope})
+	if err != nil || len(mine) != 4 || mine[0].ID != ids[3] || mine[3].ID != ids[0] || mine[3].Status != escrow.ApprovalExpired {
+		t.Fatalf("own requests = %+v, %v", mine, err)
+	}
+	_, _, err = e.db.ListApprovals(e.ctx, escrow.ApprovalFilter{Scope: allScope, Cursor: "bogus"})
+	wantCode(t, err, escrow.CodeInvalid)
 }

@@ -22,7 +22,10 @@ CREATE TABLE approvals (
     decision_reason TEXT NOT NULL DEFAULT '',
     used_at         BIGINT
 );
--- The queue (pending, oldest first) and any status's listing.
+-- The live requests (pending or approved, not lapsed), soonest to lapse first: the queue and
+-- its count are this range, however many requests lapsed before.
+CREATE INDEX approvals_open ON approvals (status, expires_at, id);
+-- The other statuses' listings, newest first.
 CREATE INDEX approvals_by_status ON approvals (status, created_at, id);
 -- A person's own requests, newest first.
 CREATE INDEX approvals_by_requester ON approvals (requester, created_at, id);
