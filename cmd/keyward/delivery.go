@@ -142,11 +142,11 @@ type gatedStore struct {
 	gate *delivery.Gate
 }
 
-func (g gatedStore) Disclose(ctx context.Context, o escrow.Origin, deviceID, reason string, allowed func(escrow.Device, escrow.Settings) bool) (escrow.Disclosure, error) {
+func (g gatedStore) Disclose(ctx context.Context, o escrow.Origin, deviceID string, access escrow.Access, allowed func(escrow.Device, escrow.Settings) bool) (escrow.Disclosure, error) {
 	if err := g.gate.Ready(ctx); err != nil {
 		return escrow.Disclosure{}, err
 	}
-	d, err := g.DB.Disclose(ctx, o, deviceID, reason, allowed)
+	d, err := g.DB.Disclose(ctx, o, deviceID, access, allowed)
 	if err != nil || len(d.Keys) == 0 {
 		return d, err
 	}

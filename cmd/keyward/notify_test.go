@@ -153,7 +153,7 @@ func TestServeEmailsOwner(t *testing.T) {
 	run := cliRunner(t, dir)
 	run(0, "users", "add", "--email", "bob@example.com", "--role", "helpdesk")
 	helpdesk := strings.TrimSpace(run(0, "tokens", "create", "--user", "bob@example.com", "--name", "desk"))
-	body := mustCall(t, 200, "GET", r.URL()+"/api/devices/security/bitlocker/keys/"+deviceID+"?reason=locked+out", helpdesk, "")
+	body := mustCall(t, 200, "GET", r.URL()+"/api/devices/security/bitlocker/keys/"+deviceID+"?reason=locked+out&ticket=INC0012345", helpdesk, "")
 	if !strings.Contains(string(body), password) {
 		t.Fatal("the view did not disclose the key")
 	}
@@ -170,7 +170,7 @@ func TestServeEmailsOwner(t *testing.T) {
 	}
 	_, text := mails[0].Parse(t)
 	for _, want := range []string{"LT-0042", "bob@example.com (helpdesk), through the Keyward API, with an API token",
-		"Reason:  locked out", "https://keyward.example.com/devices/" + deviceID} {
+		"Reason:  locked out", "Ticket:  INC0012345", "https://keyward.example.com/devices/" + deviceID} {
 		if !strings.Contains(text, want) {
 			t.Errorf("the email lacks %q:\n%s", want, text)
 		}

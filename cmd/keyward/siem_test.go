@@ -250,6 +250,7 @@ type exportedEvent struct {
 	IP        string `json:"ip"`
 	UserAgent string `json:"userAgent"`
 	Detail    string `json:"detail"`
+	Ticket    string `json:"ticket"`
 	Hash      string `json:"hash"`
 }
 
@@ -272,7 +273,7 @@ func exportAudit(t *testing.T, url, admin string) []exportedEvent {
 func (e exportedEvent) fields() map[string]string {
 	m := map[string]string{"seq": strconv.FormatInt(e.Seq, 10), "hash": e.Hash, "time": e.Time, "actorType": e.Actor.Type,
 		"actorId": e.Actor.ID, "actorName": e.Actor.Name, "action": e.Action, "deviceId": e.DeviceID, "keyId": e.KeyID,
-		"source": e.Source, "reason": e.Reason, "outcome": e.Outcome, "ip": e.IP, "userAgent": e.UserAgent, "detail": e.Detail}
+		"source": e.Source, "reason": e.Reason, "outcome": e.Outcome, "ip": e.IP, "userAgent": e.UserAgent, "detail": e.Detail, "ticket": e.Ticket}
 	for k, v := range m {
 		if v == "" {
 			delete(m, k)
@@ -343,7 +344,7 @@ func TestSyslogDeliveryToRsyslog(t *testing.T) {
 			admin, deviceID, deviceToken, _ := setUp(t, r.URL(), dir)
 			s := bitlockertest.Samples(t)[0]
 			mustCall(t, 201, "PUT", r.URL()+"/api/agent/keys/"+s.KeyID, deviceToken, escrowJSON(s.Password))
-			view := func() string { return r.URL() + "/api/devices/security/bitlocker/keys/" + deviceID + "?reason=INC0001" }
+			view := func() string { return r.URL() + "/api/devices/security/bitlocker/keys/" + deviceID + "?reason=locked+out&ticket=INC0001" }
 			if b := mustCall(t, 200, "GET", view(), admin, ""); !bytes.Contains(b, []byte(s.Password)) {
 				t.Fatalf("view with rsyslog up: %s", b)
 			}
@@ -540,7 +541,7 @@ func TestWebhookDelivery(t *testing.T) {
 	admin, deviceID, deviceToken, _ := setUp(t, r.URL(), dir)
 	s := bitlockertest.Samples(t)[0]
 	mustCall(t, 201, "PUT", r.URL()+"/api/agent/keys/"+s.KeyID, deviceToken, escrowJSON(s.Password))
-	mustCall(t, 200, "GET", r.URL()+"/api/devices/security/bitlocker/keys/"+deviceID+"?reason=INC0002", admin, "")
+	mustCall(t, 200, "GET", r.URL()+"/api/devices/security/bitlocker/keys/"+deviceID+"?reason=locked+out&ticket=INC0002", admin, "")
 
 	waitFor(t, "refused deliveries", 10*time.Second, func() bool {
 		return counter(t, scrape(t, r.URL(), admin), `keyward_audit_delivery_failures_total{sink="webhook"}`) >= 2

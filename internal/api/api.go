@@ -30,8 +30,11 @@ type Store interface {
 	FinishCommand(ctx context.Context, o escrow.Origin, deviceID, commandID string, res escrow.CommandResult) error
 
 	ListKeys(ctx context.Context, o escrow.Origin, f escrow.KeyFilter) ([]escrow.RecoveryKey, string, error)
-	Disclose(ctx context.Context, o escrow.Origin, deviceID, reason string, allowed func(escrow.Device, escrow.Settings) bool) (escrow.Disclosure, error)
-	RequestRotation(ctx context.Context, o escrow.Origin, deviceID, volumeID, reason string, allowed func(escrow.Device) bool) ([]escrow.Rotation, error)
+	Disclose(ctx context.Context, o escrow.Origin, deviceID string, a escrow.Access, allowed func(escrow.Device, escrow.Settings) bool) (escrow.Disclosure, error)
+	RequestRotation(ctx context.Context, o escrow.Origin, deviceID, volumeID string, a escrow.Access, allowed func(escrow.Device) bool) ([]escrow.Rotation, error)
+	RequestApproval(ctx context.Context, o escrow.Origin, deviceID string, a escrow.Access, allowed func(escrow.Device, escrow.Settings) bool) (escrow.Approval, bool, error)
+	DecideApproval(ctx context.Context, o escrow.Origin, id string, approve bool, reason string, allowed func(escrow.Device) bool) (escrow.Approval, error)
+	ListApprovals(ctx context.Context, f escrow.ApprovalFilter) ([]escrow.Approval, string, error)
 	ListAudit(ctx context.Context, f escrow.AuditFilter, fn func(escrow.AuditEvent) error) error
 	ListDevices(ctx context.Context, f escrow.DeviceFilter) ([]escrow.DeviceDetail, string, error)
 	GetDevice(ctx context.Context, p escrow.Principal, id string) (escrow.DeviceDetail, error)
@@ -114,6 +117,10 @@ func (s *Server) routes() []route {
 		{"GET /api/settings", s.person(s.settingsGet)},
 		{"PUT /api/settings", s.person(s.settingsPut)},
 		{"GET /api/reports/escrow", s.person(s.reportsEscrow)},
+		{"GET /api/approvals", s.person(s.approvalsList)},
+		{"POST /api/approvals", s.person(s.approvalsCreate)},
+		{"POST /api/approvals/{id}/approve", s.person(s.approvalsApprove)},
+		{"POST /api/approvals/{id}/deny", s.person(s.approvalsDeny)},
 
 		{"POST /api/agent/enroll", s.public(s.agentEnroll)},
 		{"PUT /api/agent/keys/{keyId}", s.device(s.agentEscrow)},

@@ -18,7 +18,7 @@ func (s *Server) keysAudit(w http.ResponseWriter, r *http.Request) error {
 	if err := s.authorize(r, p.CanReadAudit(), "audit.read", ""); err != nil {
 		return err
 	}
-	q := newQuery(r, "deviceId", "keyId", "actor", "action", "source", "outcome", "since", "until", "format", "limit", "cursor")
+	q := newQuery(r, "deviceId", "keyId", "actor", "action", "source", "outcome", "ticket", "since", "until", "format", "limit", "cursor")
 	format, err := audit.ParseFormat(q.values.Get("format"))
 	if err != nil {
 		return err
@@ -29,6 +29,7 @@ func (s *Server) keysAudit(w http.ResponseWriter, r *http.Request) error {
 		Action:   q.str("action", 64),
 		Source:   q.str("source", 32),
 		Outcome:  q.str("outcome", 32),
+		Ticket:   strings.TrimSpace(q.str("ticket", escrow.MaxTicket)),
 		Since:    q.time("since"),
 		Until:    q.time("until"),
 	}

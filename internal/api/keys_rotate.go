@@ -9,6 +9,7 @@ import (
 type rotateRequest struct {
 	VolumeID string `json:"volumeId"`
 	Reason   string `json:"reason"`
+	Ticket   string `json:"ticket"`
 }
 
 // keysRotate serves POST /api/devices/security/bitlocker/keys/{deviceId}/rotate.
@@ -31,7 +32,8 @@ func (s *Server) keysRotate(w http.ResponseWriter, r *http.Request) error {
 	if err := escrow.CheckText("reason", req.Reason, false, 500); err != nil {
 		return err
 	}
-	rotations, err := s.store.RequestRotation(r.Context(), origin(r, p), deviceID, req.VolumeID, req.Reason, p.CanRotate)
+	rotations, err := s.store.RequestRotation(r.Context(), origin(r, p), deviceID, req.VolumeID,
+		escrow.Access{Reason: req.Reason, Ticket: req.Ticket, Role: p.Role}, p.CanRotate)
 	if err != nil {
 		return err
 	}

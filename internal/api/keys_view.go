@@ -15,10 +15,13 @@ type deviceKeysJSON struct {
 
 // keysView serves GET /api/devices/security/bitlocker/keys/{deviceId}: the device's keys with
 // their material. Each key disclosed is audited in the same transaction as the disclosure.
+// Where the settings hold the caller's views for a second person's approval, the answer is
+// 202 with the approval request instead, until it is approved; the next view uses it up.
 func (s *Server) keysView(w http.ResponseWriter, r *http.Request) error {
 	p := principal(r)
-	q := newQuery(r, "reason")
+	q := newQuery(r, "reason", "ticket")
 	reason := q.str("reason", 500)
+	ticket := q.values.Get("ticket") // checked with the settings' ticket rules by the store
 	if q.err != nil {
 		return q.err
 	}
@@ -32,11 +35,16 @@ func (s *Server) keysView(w http.ResponseWriter, r *http.Request) error {
 	// The check runs inside the disclosure's transaction, on the device as stored then, and a
 	// refusal is recorded there as a denied key.read.
 	markAuthorized(r)
-	d, err := s.store.Disclose(r.Context(), origin(r, p), deviceID, reason, func(dev escrow.Device, set escrow.Settings) bool {
-		return p.CanViewMaterial(dev, set.SelfServiceEnabled)
-	})
+	d, err := s.store.Disclose(r.Context(), origin(r, p), deviceID, escrow.Access{Reason: reason, Ticket: ticket, Role: p.Role},
+		func(dev escrow.Device, set escrow.Settings) bool {
+			return p.CanViewMaterial(dev, set.SelfServiceEnabled)
+		})
 	if err != nil {
 		return err
+	}
+	if d.Pending != nil {
+		// Two-person approval: nothing is disclosed until someone else approves the request.
+		return writeJSON(w, http.StatusAccepted, toApprovalJSON(*d.Pending))
 	}
 	out := deviceKeysJSON{DeviceID: d.Device.ID, DeviceName: d.Device.Name, EscrowStatus: d.Device.Status.Status, Keys: make([]keyJSON, 0, len(d.Keys))}
 	for _, k := range d.Keys {

@@ -111,6 +111,8 @@ func wantJSON(name string, kind escrow.SettingKind) string {
 		return "must be a whole number, like 100"
 	case escrow.KindTime:
 		return "must be an RFC 3339 time like \"2026-12-01T18:00:00Z\", or null for off"
+	case escrow.KindText:
+		return "must be a string, \"\" for none"
 	}
 	if name == "maxKeyAge" {
 		return "give durations as strings, like \"90d\", or 0 for off"

@@ -50,6 +50,11 @@ func Genesis() []byte { return make([]byte, sha256.Size) }
 //
 // Invalid UTF-8 in a string is encoded as U+FFFD, as encoding/json does, so strings that
 // differ only in invalid bytes encode alike; callers should store valid UTF-8.
+//
+// The one versioned extension: an event with a ticket number has it appended as a fifteenth
+// element, [..., detail, ticket]. An event without one encodes exactly as before, so every
+// event written before tickets existed keeps its hash, and the array's length tells the two
+// forms apart (no event of the first form has fifteen elements).
 func Canonical(e escrow.AuditEvent) []byte {
 	// One Marshal of the string fields spares an allocation per field; its output is
 	// ["...",...], which the seq is spliced in front of.
@@ -72,7 +77,14 @@ func Canonical(e escrow.AuditEvent) []byte {
 	b = append(b, '[')
 	b = strconv.AppendInt(b, e.Seq, 10)
 	b = append(b, ',')
-	return append(b, strs[1:]...)
+	b = append(b, strs[1:]...)
+	if e.Ticket == "" {
+		return b
+	}
+	ticket, _ := json.Marshal(e.Ticket) // marshalling a string cannot fail
+	b[len(b)-1] = ','
+	b = append(b, ticket...)
+	return append(b, ']')
 }
 
 // Hash returns SHA-256(prev || Canonical(e)). prev is the previous event's stored hash, or

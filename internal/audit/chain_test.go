@@ -48,11 +48,33 @@ func TestCanonicalGolden(t *testing.T) {
 	}
 }
 
+// TestCanonicalTicket pins the encoding of an event with a ticket number: the ticket appended
+// as a fifteenth element, the fourteen before it exactly as in TestCanonicalGolden, so an
+// event without a ticket keeps the hash it always had. Do not update the literals.
+func TestCanonicalTicket(t *testing.T) {
+	const wantCanonical = `[17,"2026-11-25T10:00:00.123456Z","user","u-0001","Zoë \"Z\" Łukasz 日本","key.read","dev-42","8F1A2B3C-0000-4000-8000-0123456789AB","admin_portal","Ticket #4711:\n\"locked out\" \u003cafter BIOS update\u003e \u0026 PIN\treset ✓ 🔑\u2028end\\","success","2001:db8::1","Mozilla/5.0 (Windows NT 10.0; Win64; x64)","rotation=r-42","INC0004711 \u003c\"x\"\u003e"]`
+	e := fullEvent()
+	e.Ticket = `INC0004711 <"x">`
+	if got := string(audit.Canonical(e)); got != wantCanonical {
+		t.Errorf("Canonical with a ticket:\n got %s\nwant %s", got, wantCanonical)
+	}
+	plain := fullEvent()
+	if bytes.Equal(audit.Hash(audit.Genesis(), e), audit.Hash(audit.Genesis(), plain)) {
+		t.Error("the ticket does not change the hash")
+	}
+	// The ticket is covered: changing it alone breaks the link.
+	other := e
+	other.Ticket = "INC0004712"
+	if bytes.Equal(audit.MAC([]byte("k"), audit.Genesis(), e), audit.MAC([]byte("k"), audit.Genesis(), other)) {
+		t.Error("two tickets give one MAC")
+	}
+}
+
 // TestCanonicalCoversEveryField fails when escrow.AuditEvent gains or loses a field, because the
 // canonical encoding would silently not cover it. Such a field needs a new, versioned encoding.
 func TestCanonicalCoversEveryField(t *testing.T) {
 	want := []string{"Seq", "Time", "Actor", "Action", "DeviceID", "KeyID", "Source", "Reason",
-		"Outcome", "IP", "UserAgent", "Detail", "Hash"}
+		"Outcome", "IP", "UserAgent", "Detail", "Ticket", "Hash"}
 	var got []string
 	for f := range reflect.TypeFor[escrow.AuditEvent]().Fields() {
 		got = append(got, f.Name)

@@ -28,6 +28,7 @@ type Record struct {
 	IP        string      `json:"ip,omitempty"`
 	UserAgent string      `json:"userAgent,omitempty"`
 	Detail    string      `json:"detail,omitempty"`
+	Ticket    string      `json:"ticket,omitempty"`
 	Hash      string      `json:"hash"` // lower-case hex
 }
 
@@ -53,6 +54,7 @@ func ToRecord(e escrow.AuditEvent) Record {
 		IP:        e.IP,
 		UserAgent: e.UserAgent,
 		Detail:    e.Detail,
+		Ticket:    e.Ticket,
 		Hash:      hex.EncodeToString(e.Hash),
 	}
 }

@@ -209,7 +209,7 @@ func (n *ndjsonWriter) Close(string) error { return n.finish(nil) }
 
 // csvHeader names the columns; they follow the canonical encoding's order, then the hash.
 var csvHeader = []string{"seq", "time", "actorType", "actorId", "actorName", "action", "deviceId",
-	"keyId", "source", "reason", "outcome", "ip", "userAgent", "detail", "hash"}
+	"keyId", "source", "reason", "outcome", "ip", "userAgent", "detail", "ticket", "hash"}
 
 type csvWriter struct {
 	stream
@@ -240,6 +240,7 @@ func (c *csvWriter) Write(e escrow.AuditEvent) error {
 		defuse(r.IP),
 		defuse(r.UserAgent),
 		defuse(r.Detail),
+		defuse(r.Ticket),
 		r.Hash,
 	})
 	c.csv.Flush()

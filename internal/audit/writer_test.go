@@ -201,7 +201,7 @@ func TestNDJSONWriter(t *testing.T) {
 }
 
 var csvHeader = []string{"seq", "time", "actorType", "actorId", "actorName", "action", "deviceId",
-	"keyId", "source", "reason", "outcome", "ip", "userAgent", "detail", "hash"}
+	"keyId", "source", "reason", "outcome", "ip", "userAgent", "detail", "ticket", "hash"}
 
 func readCSV(t *testing.T, out []byte) [][]string {
 	t.Helper()
@@ -222,7 +222,7 @@ func readCSV(t *testing.T, out []byte) [][]string {
 
 func csvRow(r audit.Record) []string {
 	return []string{fmt.Sprint(r.Seq), r.Time, r.Actor.Type, r.Actor.ID, r.Actor.Name, r.Action,
-		r.DeviceID, r.KeyID, r.Source, r.Reason, r.Outcome, r.IP, r.UserAgent, r.Detail, r.Hash}
+		r.DeviceID, r.KeyID, r.Source, r.Reason, r.Outcome, r.IP, r.UserAgent, r.Detail, r.Ticket, r.Hash}
 }
 
 func TestCSVWriter(t *testing.T) {
@@ -263,15 +263,15 @@ func TestCSVFormulaInjection(t *testing.T) {
 		{"operator later in the text", "a=b+c", "a=b+c"},
 		{"empty", "", ""},
 	}
-	// Every column that carries text from outside: actorType .. detail.
-	freeText := []int{2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13}
+	// Every column that carries text from outside: actorType .. ticket.
+	freeText := []int{2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			e := escrow.AuditEvent{
 				Seq: 1, Time: fullEvent().Time, Hash: []byte{1, 2, 3},
 				Actor:  escrow.Actor{Type: escrow.ActorType(tt.value), ID: tt.value, Name: tt.value},
 				Action: tt.value, DeviceID: tt.value, KeyID: tt.value, Source: escrow.Source(tt.value),
-				Reason: tt.value, Outcome: escrow.Outcome(tt.value), IP: tt.value, UserAgent: tt.value, Detail: tt.value,
+				Reason: tt.value, Outcome: escrow.Outcome(tt.value), IP: tt.value, UserAgent: tt.value, Detail: tt.value, Ticket: tt.value,
 			}
 			rows := readCSV(t, export(t, audit.FormatCSV, []escrow.AuditEvent{e}, ""))
 			row := rows[0]
@@ -280,8 +280,8 @@ func TestCSVFormulaInjection(t *testing.T) {
 					t.Errorf("%s = %q, want %q", csvHeader[col], row[col], tt.want)
 				}
 			}
-			if row[0] != "1" || row[1] != "2026-11-25T10:00:00.123456Z" || row[14] != "010203" {
-				t.Errorf("seq, time, hash = %q, %q, %q; want them untouched", row[0], row[1], row[14])
+			if row[0] != "1" || row[1] != "2026-11-25T10:00:00.123456Z" || row[15] != "010203" {
+				t.Errorf("seq, time, hash = %q, %q, %q; want them untouched", row[0], row[1], row[15])
 			}
 		})
 	}

@@ -235,6 +235,7 @@ func sdParams(r audit.Record) []param {
 		{"ip", r.IP, 64},
 		{"userAgent", r.UserAgent, 512},
 		{"detail", r.Detail, 4096},
+		{"ticket", r.Ticket, 256},
 	}
 }
 

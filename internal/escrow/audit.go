@@ -46,6 +46,9 @@ const (
 // Audited actions.
 const (
 	ActionKeyRead           = "key.read"
+	ActionKeyRequest        = "key.request" // a view waiting for a second person's approval
+	ActionKeyApprove        = "key.approve" // a second person approved a waiting view
+	ActionKeyDeny           = "key.deny"    // a second person refused a waiting view
 	ActionKeyList           = "key.list"
 	ActionKeyEscrow         = "key.escrow"
 	ActionKeyImport         = "key.import" // a key brought in from Active Directory, Entra ID or a file
@@ -116,6 +119,8 @@ type AuditEvent struct {
 	// Detail is extra context that is safe to keep forever (a rotation ID, an error message,
 	// which settings changed). Never key material.
 	Detail string
+	// Ticket is the incident or change number the action was taken under; empty for none.
+	Ticket string
 	// Hash is SHA-256 over the previous event's hash and this event's canonical encoding.
 	Hash []byte
 }

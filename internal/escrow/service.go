@@ -333,6 +333,9 @@ type Disclosure struct {
 	// AuditSeq is the seq of the last event the disclosure recorded: once a receiver of the
 	// trail has accepted it, it has every key.read of this disclosure.
 	AuditSeq int64
+	// Pending is set, and Keys empty, when the view needs a second person's approval first:
+	// the request waiting for it (made now, or the requester's earlier one still pending).
+	Pending *Approval
 }
 
 // AuditFilter selects audit events. Empty fields match everything.
@@ -343,6 +346,7 @@ type AuditFilter struct {
 	Action   string
 	Source   string
 	Outcome  string
+	Ticket   string
 	Since    time.Time // inclusive
 	Until    time.Time // exclusive
 	// Before continues a newest-first listing: only events with a smaller seq.
@@ -472,3 +476,18 @@ type ReportProblem struct {
 	Status  StatusResult
 	Problem string
 }
+
+// MaxTicket bounds a ticket number; the longest in common use are a few dozen characters.
+const MaxTicket = 128
+
+// Access is what a person gives for a view of key material or a rotation: why, under which
+// ticket, and in which role they act. The ticket rule and two-person approval apply to staff
+// (admin and helpdesk) only, never to self-service.
+type Access struct {
+	Reason string
+	Ticket string
+	Role   Role
+}
+
+// Staff reports whether the access is by admin or helpdesk.
+func (a Access) Staff() bool { return a.Role == RoleAdmin || a.Role == RoleHelpdesk }

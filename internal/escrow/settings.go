@@ -1,9 +1,13 @@
 package escrow
 
 import (
+	"errors"
 	"fmt"
+	"regexp"
+	"regexp/syntax"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -24,7 +28,74 @@ type Settings struct {
 	// IncidentModeUntil, while in the future, lifts the per-address self-service limit (a
 	// mass-recovery day sends a whole office behind one address to /my); zero: off.
 	IncidentModeUntil time.Time
+
+	// TicketRequired makes staff give a ticket number with every view and rotation.
+	TicketRequired bool
+	// TicketPattern, when set, is a regular expression every ticket must match (like
+	// ^INC[0-9]{7}$); ticketRE is it compiled, set with it by Set.
+	TicketPattern string
+	ticketRE      *regexp.Regexp
+	// ApprovalRequired makes a helpdesk person's view wait for a second person's approval;
+	// ApprovalForAdmins makes admins' views wait too. ApprovalTTL is how long a request waits,
+	// and how long an approval lasts.
+	ApprovalRequired  bool
+	ApprovalForAdmins bool
+	ApprovalTTL       time.Duration
 }
+
+// CheckTicket applies the ticket rules to a ticket given for a in these settings: bounded
+// text always, and for staff, present when required and matching the pattern when one is set.
+// Self-service gives no ticket and is held to no rule. Errors: CodeInvalid naming the problem.
+func (s Settings) CheckTicket(a Access) error {
+	if err := CheckText("ticket", a.Ticket, false, MaxTicket); err != nil {
+		return err
+	}
+	if !a.Staff() {
+		return nil
+	}
+	t := strings.TrimSpace(a.Ticket)
+	if t == "" {
+		if s.TicketRequired {
+			return Errorf(CodeInvalid, "ticket: required; give the incident or change number this is for")
+		}
+		return nil
+	}
+	if s.ticketRE != nil && !s.ticketRE.MatchString(t) {
+		return Errorf(CodeInvalid, "ticket: %q does not match the required pattern %s", t, s.TicketPattern)
+	}
+	return nil
+}
+
+// NeedsApproval reports whether a view of key material by a needs a second person's approval.
+func (s Settings) NeedsApproval(a Access) bool {
+	return s.ApprovalRequired && (a.Role == RoleHelpdesk || (a.Role == RoleAdmin && s.ApprovalForAdmins))
+}
+
+// compiledPattern keeps the last ticket pattern compiled: settings are read on every request,
+// and the pattern changes rarely, so it is compiled once per change, not per request.
+var compiledPattern struct {
+	sync.Mutex
+	src string
+	re  *regexp.Regexp
+}
+
+// compileTicketPattern compiles a ticket pattern, reusing the last one compiled.
+func compileTicketPattern(src string) (*regexp.Regexp, error) {
+	compiledPattern.Lock()
+	defer compiledPattern.Unlock()
+	if compiledPattern.re != nil && compiledPattern.src == src {
+		return compiledPattern.re, nil
+	}
+	re, err := regexp.Compile(src)
+	if err != nil {
+		return nil, err
+	}
+	compiledPattern.src, compiledPattern.re = src, re
+	return re, nil
+}
+
+// MaxTicketPattern bounds the ticket pattern's length.
+const MaxTicketPattern = 256
 
 // RateLimit is one kind of attempt's limits: at most PerPerson attempts of one person and
 // PerAddress attempts from one client address per Window. PerPerson is 0 where no person is known.
@@ -57,6 +128,7 @@ func DefaultSettings() Settings {
 		SignInLimit:            RateLimit{PerPerson: 10, PerAddress: 100, Window: 15 * time.Minute},
 		SelfServiceLimit:       RateLimit{PerPerson: 10, PerAddress: 30, Window: time.Hour},
 		EnrollLimit:            RateLimit{PerAddress: 30, Window: 15 * time.Minute},
+		ApprovalTTL:            time.Hour,
 	}
 }
 
@@ -117,7 +189,8 @@ func FormatDuration(d time.Duration) string {
 var SettingNames = []string{"autoRotateOnDisclosure", "selfServiceEnabled", "retentionPeriod", "escrowGracePeriod", "rotationTimeout", "maxKeyAge",
 	"signInLimitPerAccount", "signInLimitPerAddress", "signInLimitWindow",
 	"selfServiceLimitPerPerson", "selfServiceLimitPerAddress", "selfServiceLimitWindow",
-	"enrollmentLimitPerAddress", "enrollmentLimitWindow", "incidentModeUntil"}
+	"enrollmentLimitPerAddress", "enrollmentLimitWindow", "incidentModeUntil",
+	"ticketRequired", "ticketPattern", "approvalRequired", "approvalForAdmins", "approvalTTL"}
 
 // SettingKind is how a setting's value is written in the API.
 type SettingKind int
@@ -128,13 +201,14 @@ const (
 	KindDuration             // a string like "7d"
 	KindCount                // a JSON number
 	KindTime                 // an RFC 3339 time, or "" (JSON null) for none
+	KindText                 // a string, "" for none
 )
 
 // KindOf returns the kind of the named setting (KindUnknown for no setting).
 func KindOf(name string) SettingKind {
 	var s Settings
 	switch {
-	case name == "autoRotateOnDisclosure" || name == "selfServiceEnabled":
+	case s.flag(name) != nil:
 		return KindBool
 	case s.duration(name) != nil:
 		return KindDuration
@@ -142,6 +216,8 @@ func KindOf(name string) SettingKind {
 		return KindCount
 	case name == "incidentModeUntil":
 		return KindTime
+	case name == "ticketPattern":
+		return KindText
 	}
 	return KindUnknown
 }
@@ -181,6 +257,8 @@ func (s *Settings) Set(name, value string) error {
 		if err == nil {
 			s.IncidentModeUntil = t.UTC()
 		}
+	case KindText:
+		return s.setTicketPattern(value)
 	default:
 		return Errorf(CodeInvalid, "%s: not a setting", name)
 	}
@@ -204,15 +282,49 @@ func (s Settings) Get(name string) string {
 			return ""
 		}
 		return s.IncidentModeUntil.UTC().Format(time.RFC3339)
+	case KindText:
+		return s.TicketPattern
 	}
 	return ""
 }
 
-func (s *Settings) flag(name string) *bool {
-	if name == "autoRotateOnDisclosure" {
-		return &s.AutoRotateOnDisclosure
+// setTicketPattern checks and compiles a ticket pattern ("" for none). Errors: CodeInvalid
+// naming the setting and what is wrong with the pattern.
+func (s *Settings) setTicketPattern(value string) error {
+	v := strings.TrimSpace(value)
+	if err := CheckText("ticketPattern", v, false, MaxTicketPattern); err != nil {
+		return err
 	}
-	return &s.SelfServiceEnabled
+	if v == "" {
+		s.TicketPattern, s.ticketRE = "", nil
+		return nil
+	}
+	re, err := compileTicketPattern(v)
+	if err != nil {
+		var perr *syntax.Error
+		if errors.As(err, &perr) {
+			return Errorf(CodeInvalid, "ticketPattern: not a regular expression (%s in `%s`)", perr.Code, perr.Expr)
+		}
+		return Errorf(CodeInvalid, "ticketPattern: not a regular expression")
+	}
+	s.TicketPattern, s.ticketRE = v, re
+	return nil
+}
+
+func (s *Settings) flag(name string) *bool {
+	switch name {
+	case "autoRotateOnDisclosure":
+		return &s.AutoRotateOnDisclosure
+	case "selfServiceEnabled":
+		return &s.SelfServiceEnabled
+	case "ticketRequired":
+		return &s.TicketRequired
+	case "approvalRequired":
+		return &s.ApprovalRequired
+	case "approvalForAdmins":
+		return &s.ApprovalForAdmins
+	}
+	return nil
 }
 
 func (s *Settings) duration(name string) *time.Duration {
@@ -231,6 +343,8 @@ func (s *Settings) duration(name string) *time.Duration {
 		return &s.SelfServiceLimit.Window
 	case "enrollmentLimitWindow":
 		return &s.EnrollLimit.Window
+	case "approvalTTL":
+		return &s.ApprovalTTL
 	}
 	return nil
 }

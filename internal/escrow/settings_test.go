@@ -223,13 +223,14 @@ func TestSettingNames(t *testing.T) {
 	want := []string{"autoRotateOnDisclosure", "selfServiceEnabled", "retentionPeriod", "escrowGracePeriod", "rotationTimeout", "maxKeyAge",
 		"signInLimitPerAccount", "signInLimitPerAddress", "signInLimitWindow",
 		"selfServiceLimitPerPerson", "selfServiceLimitPerAddress", "selfServiceLimitWindow",
-		"enrollmentLimitPerAddress", "enrollmentLimitWindow", "incidentModeUntil"}
+		"enrollmentLimitPerAddress", "enrollmentLimitWindow", "incidentModeUntil",
+		"ticketRequired", "ticketPattern", "approvalRequired", "approvalForAdmins", "approvalTTL"}
 	if !slices.Equal(escrow.SettingNames, want) {
 		t.Errorf("SettingNames = %q, want %q", escrow.SettingNames, want)
 	}
 	s := escrow.DefaultSettings()
 	for _, name := range escrow.SettingNames {
-		if name != "incidentModeUntil" && s.Get(name) == "" {
+		if name != "incidentModeUntil" && name != "ticketPattern" && s.Get(name) == "" {
 			t.Errorf("Get(%q) is empty", name)
 		}
 	}
@@ -315,5 +316,108 @@ func TestLimitSettings(t *testing.T) {
 		if s != before {
 			t.Errorf("Set(%s, %q) changed the settings", tt.name, tt.value)
 		}
+	}
+}
+
+func TestTicketRules(t *testing.T) {
+	helpdesk := func(ticket string) escrow.Access {
+		return escrow.Access{Reason: "forgotten PIN", Ticket: ticket, Role: escrow.RoleHelpdesk}
+	}
+	set := func(t *testing.T, kv ...string) escrow.Settings {
+		s := escrow.DefaultSettings()
+		for i := 0; i < len(kv); i += 2 {
+			if err := s.Set(kv[i], kv[i+1]); err != nil {
+				t.Fatalf("Set(%s, %s): %v", kv[i], kv[i+1], err)
+			}
+		}
+		return s
+	}
+	tests := []struct {
+		name     string
+		settings []string
+		access   escrow.Access
+		wantErr  string // "" for accepted
+	}{
+		{"no rule, no ticket", nil, helpdesk(""), ""},
+		{"no rule, any ticket", nil, helpdesk("whatever 42"), ""},
+		{"required, missing", []string{"ticketRequired", "true"}, helpdesk(""), "ticket: required; give the incident or change number this is for"},
+		{"required, blank", []string{"ticketRequired", "true"}, helpdesk("   "), "ticket: required; give the incident or change number this is for"},
+		{"required, given", []string{"ticketRequired", "true"}, helpdesk("INC0001234"), ""},
+		{"required, admin missing", []string{"ticketRequired", "true"}, escrow.Access{Reason: "x", Role: escrow.RoleAdmin}, "ticket: required; give the incident or change number this is for"},
+		{"required, self-service exempt", []string{"ticketRequired", "true"}, escrow.Access{Reason: "x", Role: escrow.RoleUser}, ""},
+		{"pattern matches", []string{"ticketPattern", "^INC[0-9]{7}$"}, helpdesk("INC0001234"), ""},
+		{"pattern refuses", []string{"ticketPattern", "^INC[0-9]{7}$"}, helpdesk("INC12"), `ticket: "INC12" does not match the required pattern ^INC[0-9]{7}$`},
+		{"pattern, optional and absent", []string{"ticketPattern", "^INC[0-9]{7}$"}, helpdesk(""), ""},
+		{"control characters", nil, helpdesk("INC\n1"), "ticket: contains control characters"},
+		{"too long", nil, helpdesk(strings.Repeat("9", escrow.MaxTicket+1)), "ticket: at most 128 bytes"},
+		{"invisible", nil, helpdesk("INC\u202e1"), "ticket: contains an invisible formatting character (U+202E)"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			err := set(t, tt.settings...).CheckTicket(tt.access)
+			if tt.wantErr == "" {
+				if err != nil {
+					t.Fatalf("CheckTicket: %v", err)
+				}
+				return
+			}
+			if escrow.ErrorCode(err) != escrow.CodeInvalid || escrow.ErrorMessage(err) != tt.wantErr {
+				t.Fatalf("CheckTicket = %v, want invalid %q", err, tt.wantErr)
+			}
+		})
+	}
+}
+
+func TestTicketPatternSetting(t *testing.T) {
+	for _, bad := range []struct{ pattern, want string }{
+		{"^INC[0-9", "ticketPattern: not a regular expression (missing closing ] in `[0-9`)"},
+		{"(a", "ticketPattern: not a regular expression (missing closing ) in `(a`)"},
+		{"a**", "ticketPattern: not a regular expression (invalid nested repetition operator in `**`)"},
+		{"a\x00", "ticketPattern: contains control characters"},
+		{strings.Repeat("a", escrow.MaxTicketPattern+1), "ticketPattern: at most 256 bytes"},
+	} {
+		s := escrow.DefaultSettings()
+		err := s.Set("ticketPattern", bad.pattern)
+		if escrow.ErrorCode(err) != escrow.CodeInvalid || escrow.ErrorMessage(err) != bad.want {
+			t.Errorf("Set(ticketPattern, %q) = %v, want %q", bad.pattern, err, bad.want)
+		}
+		if s.TicketPattern != "" {
+			t.Errorf("a refused pattern was kept: %q", s.TicketPattern)
+		}
+	}
+	s := escrow.DefaultSettings()
+	if err := s.Set("ticketPattern", " ^CHG[0-9]+$ "); err != nil || s.Get("ticketPattern") != "^CHG[0-9]+$" {
+		t.Fatalf("Set = %v, Get = %q", err, s.Get("ticketPattern"))
+	}
+	if err := s.Set("ticketPattern", ""); err != nil || s.Get("ticketPattern") != "" {
+		t.Fatalf("clearing: Set = %v, Get = %q", err, s.Get("ticketPattern"))
+	}
+	if err := s.CheckTicket(escrow.Access{Ticket: "anything", Role: escrow.RoleAdmin}); err != nil {
+		t.Errorf("a cleared pattern still applies: %v", err)
+	}
+}
+
+func TestNeedsApproval(t *testing.T) {
+	tests := []struct {
+		required, admins bool
+		role             escrow.Role
+		want             bool
+	}{
+		{false, false, escrow.RoleHelpdesk, false},
+		{true, false, escrow.RoleHelpdesk, true},
+		{true, false, escrow.RoleAdmin, false},
+		{true, true, escrow.RoleAdmin, true},
+		{true, true, escrow.RoleUser, false}, // self-service is never held
+		{false, true, escrow.RoleAdmin, false},
+	}
+	for _, tt := range tests {
+		s := escrow.DefaultSettings()
+		s.ApprovalRequired, s.ApprovalForAdmins = tt.required, tt.admins
+		if got := s.NeedsApproval(escrow.Access{Role: tt.role}); got != tt.want {
+			t.Errorf("required=%v admins=%v role=%s: NeedsApproval = %v, want %v", tt.required, tt.admins, tt.role, got, tt.want)
+		}
+	}
+	if d := escrow.DefaultSettings(); d.ApprovalRequired || d.ApprovalTTL != time.Hour {
+		t.Errorf("defaults: approvalRequired %v, approvalTTL %v; want off and 1h", d.ApprovalRequired, d.ApprovalTTL)
 	}
 }

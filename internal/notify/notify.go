@@ -23,15 +23,16 @@ import (
 	"github.com/keyward/keyward/internal/escrow"
 )
 
-// Actions of two-person approval, as the trail records them.
+// Actions of two-person approval, as the trail records them: each carries request=<id> in
+// its detail.
 const (
-	actionKeyRequest = "key.request" // someone asks to view a device's keys; Detail request=<id>
-	actionKeyApprove = "key.approve" // the actor approved request=<id>
-	actionKeyDeny    = "key.deny"    // the actor denied request=<id>, maybe with a reason
+	actionKeyRequest = escrow.ActionKeyRequest
+	actionKeyApprove = escrow.ActionKeyApprove
+	actionKeyDeny    = escrow.ActionKeyDeny
 )
 
 // ticketOf is the one place that reads an event's ticket number ("" when it has none).
-func ticketOf(escrow.AuditEvent) string { return "" }
+func ticketOf(e escrow.AuditEvent) string { return e.Ticket }
 
 // Directory is what the notifier reads besides the trail. *store.DB implements it.
 type Directory interface {

@@ -45,10 +45,10 @@ func (db *DB) appendEvent(ctx context.Context, tx dbtx, e escrow.AuditEvent) err
 	e.Time = db.Now().UTC().Truncate(time.Microsecond)
 	e.Hash = audit.MAC(k.MAC, head.Hash, e)
 	if _, err := tx.ExecContext(ctx, `INSERT INTO audit_events
-		(seq, time, actor_type, actor_id, actor_name, action, device_id, key_id, source, reason, outcome, ip, user_agent, detail, hash)
-		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)`,
+		(seq, time, actor_type, actor_id, actor_name, action, device_id, key_id, source, reason, outcome, ip, user_agent, detail, ticket, hash)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)`,
 		e.Seq, micros(e.Time), string(e.Actor.Type), e.Actor.ID, e.Actor.Name, e.Action, e.DeviceID, e.KeyID,
-		string(e.Source), e.Reason, string(e.Outcome), e.IP, e.UserAgent, e.Detail, e.Hash); err != nil {
+		string(e.Source), e.Reason, string(e.Outcome), e.IP, e.UserAgent, e.Detail, e.Ticket, e.Hash); err != nil {
 		return err
 	}
 	_, err := tx.ExecContext(ctx, `UPDATE audit_head SET seq = $1, hash = $2, mac = $3 WHERE id = 1`,
@@ -62,7 +62,7 @@ func (db *DB) Record(ctx context.Context, e escrow.AuditEvent) error {
 	return db.write(ctx, func(tx *sql.Tx) error { return db.appendEvent(ctx, tx, e) })
 }
 
-const auditColumns = `seq, time, actor_type, actor_id, actor_name, action, device_id, key_id, source, reason, outcome, ip, user_agent, detail, hash`
+const auditColumns = `seq, time, actor_type, actor_id, actor_name, action, device_id, key_id, source, reason, outcome, ip, user_agent, detail, ticket, hash`
 
 // ListAudit calls fn for each event matching f, newest first, from one consistent snapshot, and
 // without holding more than one event in memory: exports stream however long the log.
@@ -92,6 +92,9 @@ func (db *DB) ListAudit(ctx context.Context, f escrow.AuditFilter, fn func(escro
 	}
 	if f.Outcome != "" {
 		add("outcome = ?", f.Outcome)
+	}
+	if f.Ticket != "" {
+		add("ticket = ?", f.Ticket)
 	}
 	if !f.Since.IsZero() {
 		add("time >= ?", micros(f.Since))
@@ -206,7 +209,7 @@ func scanEvent(s scanner) (escrow.AuditEvent, error) {
 	var t int64
 	var actorType, source, outcome string
 	err := s.Scan(&e.Seq, &t, &actorType, &e.Actor.ID, &e.Actor.Name, &e.Action, &e.DeviceID, &e.KeyID,
-		&source, &e.Reason, &outcome, &e.IP, &e.UserAgent, &e.Detail, &e.Hash)
+		&source, &e.Reason, &outcome, &e.IP, &e.UserAgent, &e.Detail, &e.Ticket, &e.Hash)
 	e.Time = time.UnixMicro(t).UTC()
 	e.Actor.Type, e.Source, e.Outcome = escrow.ActorType(actorType), escrow.Source(source), escrow.Outcome(outcome)
 	return e, err

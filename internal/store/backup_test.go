@@ -22,7 +22,7 @@ func backedUp(t *testing.T) (*env, string, store.BackupSummary) {
 	for _, s := range []sample{xts128, cbc128, togo} {
 		e.escrowPassword(en, osVolume, s)
 	}
-	if _, err := e.db.Disclose(e.ctx, adminOrigin, en.DeviceID, "forgotten PIN", allowAll); err != nil {
+	if _, err := e.db.Disclose(e.ctx, adminOrigin, en.DeviceID, asAdmin("forgotten PIN"), allowAll); err != nil {
 		t.Fatal(err)
 	}
 	out := filepath.Join(t.TempDir(), "keyward.backup")
@@ -136,7 +136,7 @@ func TestRestoreGivesBackTheKeys(t *testing.T) {
 	if st, _, err := store.StoredStatus(tgt.ctx, tgt.db, devs[0].DeviceID); err != nil || st != tgt.status(devs[0].DeviceID) {
 		t.Errorf("stored status after restore %q, %v; the rules give %q", st, err, tgt.status(devs[0].DeviceID))
 	}
-	d, err := tgt.db.Disclose(tgt.ctx, adminOrigin, devs[0].DeviceID, "after restore", allowAll)
+	d, err := tgt.db.Disclose(tgt.ctx, adminOrigin, devs[0].DeviceID, asAdmin("after restore"), allowAll)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -70,7 +70,7 @@ func BenchmarkFleet(b *testing.B) {
 		})
 		b.Run("view", func(b *testing.B) {
 			for b.Loop() {
-				_, err := e.db.Disclose(ctx, adminOrigin, nextDevice(), "benchmark", allowAll)
+				_, err := e.db.Disclose(ctx, adminOrigin, nextDevice(), asAdmin("benchmark"), allowAll)
 				ok(err)
 			}
 		})

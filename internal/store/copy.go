@@ -31,7 +31,8 @@ var copyTables = []struct {
 	{"protectors", "device_id, volume_id, key_id, type", nil},
 	{"recovery_keys", "id, device_id, key_id, volume_id, kind, status, verification, verified_at, ciphertext, wrapped_key, created_at, superseded_at, retain_until, last_accessed_at, access_count", nil},
 	{"rotations", "id, device_id, volume_id, key_id, status, trigger_kind, reason, requested_by, requested_at, delivered_at, finished_at, new_key_id, message", nil},
-	{"audit_events", "seq, time, actor_type, actor_id, actor_name, action, device_id, key_id, source, reason, outcome, ip, user_agent, detail, hash", nil},
+	{"approvals", "id, device_id, requester, reason, ticket, status, created_at, expires_at, decided_by, decided_at, decision_reason, used_at", nil},
+	{"audit_events", "seq, time, actor_type, actor_id, actor_name, action, device_id, key_id, source, reason, outcome, ip, user_agent, detail, ticket, hash", nil},
 	// The receivers' cursors come along from the same snapshot as the trail, so a copy goes on
 	// delivering where the original stood instead of sending the whole trail again; a lease
 	// copied with them runs out like any other.

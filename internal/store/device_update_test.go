@@ -146,7 +146,7 @@ func TestSharedKeyIDAndDispute(t *testing.T) {
 	if selfKeys() != 1 || selfDevices() != 1 {
 		t.Fatal("self-service still sees the disputed device")
 	}
-	_, err = e.db.Disclose(e.ctx, adminOrigin, planted.DeviceID, "forgotten PIN", func(d escrow.Device, _ escrow.Settings) bool { return self.Allows(d) })
+	_, err = e.db.Disclose(e.ctx, adminOrigin, planted.DeviceID, asAdmin("forgotten PIN"), func(d escrow.Device, _ escrow.Settings) bool { return self.Allows(d) })
 	wantCode(t, err, escrow.CodeForbidden)
 	if keys := e.keys(escrow.KeyFilter{KeyIDPrefix: xts128.keyID}); len(keys) != 2 || !keys[1].DeviceDisputed || !keys[0].SharedWith[0].Disputed {
 		t.Fatalf("staff listing after the dispute: %+v", keys)

@@ -58,7 +58,7 @@ func TestMovedCiphertextDoesNotOpen(t *testing.T) {
 				WHERE device_id = $3 AND key_id = $4`, from.DeviceID, tt.from.sample.keyID, to.DeviceID, tt.to.sample.keyID)
 			target := devices[tt.target]
 
-			d, err := e.db.Disclose(e.ctx, adminOrigin, target.DeviceID, "forgotten PIN", allowAll)
+			d, err := e.db.Disclose(e.ctx, adminOrigin, target.DeviceID, asAdmin("forgotten PIN"), allowAll)
 			wantCode(t, err, escrow.CodeInternal)
 			assertNothingDisclosed(t, d, tt.from.sample.password, tt.to.sample.password)
 			if msg := err.Error(); containsSecret([]byte(msg), tt.from.sample.password) || containsSecret([]byte(msg), tt.to.sample.password) {
@@ -95,7 +95,7 @@ func TestDiscloseFailsClosed(t *testing.T) {
 	e.failAuditWrites(raw, escrow.ActionKeyRead)
 	before := e.countEvents(escrow.AuditFilter{})
 
-	d, err := e.db.Disclose(e.ctx, adminOrigin, en.DeviceID, "forgotten PIN", allowAll)
+	d, err := e.db.Disclose(e.ctx, adminOrigin, en.DeviceID, asAdmin("forgotten PIN"), allowAll)
 	wantCode(t, err, escrow.CodeUnavailable)
 	assertNothingDisclosed(t, d, xts128.password, cbc128.password)
 	if after := e.countEvents(escrow.AuditFilter{}); after != before {
@@ -175,7 +175,7 @@ func TestDiscloseDenied(t *testing.T) {
 
 			var asked []escrow.Device
 			var settings escrow.Settings
-			d, err := e.db.Disclose(e.ctx, helpdeskOrigin, deviceID, "hardware change", func(dev escrow.Device, s escrow.Settings) bool {
+			d, err := e.db.Disclose(e.ctx, helpdeskOrigin, deviceID, asAdmin("hardware change"), func(dev escrow.Device, s escrow.Settings) bool {
 				asked, settings = append(asked, dev), s
 				return tt.allowed
 			})

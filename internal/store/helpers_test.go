@@ -106,6 +106,11 @@ func deviceOrigin(en escrow.Enrolled) escrow.Origin {
 
 func allowAll(escrow.Device, escrow.Settings) bool { return true }
 
+// asAdmin is a view or rotation by an admin for reason, with no ticket.
+func asAdmin(reason string) escrow.Access {
+	return escrow.Access{Reason: reason, Role: escrow.RoleAdmin}
+}
+
 func allowDevice(escrow.Device) bool { return true }
 
 // env is a store on a real database: a SQLite file in a temporary directory, or, when
@@ -363,7 +368,7 @@ func (e *env) status(id string) escrow.EscrowStatus {
 
 func (e *env) disclose(deviceID string) escrow.Disclosure {
 	e.t.Helper()
-	d, err := e.db.Disclose(e.ctx, adminOrigin, deviceID, "forgotten PIN", allowAll)
+	d, err := e.db.Disclose(e.ctx, adminOrigin, deviceID, asAdmin("forgotten PIN"), allowAll)
 	if err != nil {
 		e.t.Fatalf("Disclose: %v", err)
 	}

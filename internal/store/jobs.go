@@ -186,7 +186,7 @@ func (db *DB) rotateOldKeys(ctx context.Context, s escrow.Settings) (int, error)
 				return err
 			}
 			_, created, err := db.requestRotation(ctx, tx, systemOrigin(), r.deviceID, volumeID, r.keyID, escrow.TriggerMaxKeyAge,
-				"key older than the maximum key age of "+escrow.FormatDuration(s.MaxKeyAge), now)
+				escrow.Access{Reason: "key older than the maximum key age of " + escrow.FormatDuration(s.MaxKeyAge)}, now)
 			if created {
 				n++
 			}

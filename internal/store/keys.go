@@ -299,32 +299,33 @@ func describeKeyFilter(f escrow.KeyFilter, n int) string {
 // retained, if allowed(device) says the principal may see them. Each key disclosed gets its
 // own key.read event in the same transaction as the disclosure: if the audit write fails,
 // nothing is returned (fail closed). A denied attempt is recorded too.
-// Errors: CodeNotFound, CodeForbidden, CodeUnavailable.
-func (db *DB) Disclose(ctx context.Context, o escrow.Origin, deviceID, reason string, allowed func(escrow.Device, escrow.Settings) bool) (escrow.Disclosure, error) {
+//
+// The ticket rules of the settings apply to a (a refusal is CodeInvalid, recorded as nothing:
+// no read took place). Where the settings make a's view wait for a second person
+// (escrow.Settings.NeedsApproval), the view needs the requester's approved request for the
+// device: it is used up by this disclosure, whose key.read events name it; without one, the
+// answer is a Disclosure with Pending set and no keys (a new request with its key.request
+// event, or the requester's pending one).
+// Errors: CodeNotFound, CodeForbidden, CodeInvalid, CodeUnavailable.
+func (db *DB) Disclose(ctx context.Context, o escrow.Origin, deviceID string, a escrow.Access, allowed func(escrow.Device, escrow.Settings) bool) (escrow.Disclosure, error) {
 	var out escrow.Disclosure
 	var denied error
 	now := db.Now()
 	err := db.write(ctx, func(tx *sql.Tx) error {
 		out, denied = escrow.Disclosure{}, nil
 		e := o.Event(escrow.ActionKeyRead, escrow.OutcomeSuccess)
-		e.DeviceID, e.Reason = deviceID, reason
-		d, err := findDevice(ctx, tx, deviceID)
-		if errors.Is(err, errNoDevice) {
-			denied = err
-			e.Outcome, e.Detail = escrow.OutcomeDenied, "no such device"
-			return db.appendEvent(ctx, tx, e)
-		}
-		if err != nil {
+		e.DeviceID, e.Reason, e.Ticket = deviceID, a.Reason, strings.TrimSpace(a.Ticket)
+		d, settings, refused, err := db.admit(ctx, tx, e, a, allowed, "view this device's keys")
+		if denied = refused; denied != nil || err != nil {
 			return err
 		}
-		settings, err := loadSettings(ctx, tx)
-		if err != nil {
-			return err
-		}
-		if !allowed(d, settings) {
-			denied = escrow.Errorf(escrow.CodeForbidden, "device: you may not view this device's keys")
-			e.Outcome, e.Detail = escrow.OutcomeDenied, "not allowed"
-			return db.appendEvent(ctx, tx, e)
+		if settings.NeedsApproval(a) {
+			approved, pending, err := db.approvalFor(ctx, tx, o, d, a, settings, now)
+			if err != nil || pending != nil {
+				out.Pending = pending
+				return err
+			}
+			e.Detail = "request=" + approved
 		}
 		rows, err := tx.QueryContext(ctx, `SELECT `+keyColumns+`, k.ciphertext, k.wrapped_key`+keyFrom+`
 			WHERE k.device_id = $1 AND k.ciphertext IS NOT NULL AND (k.status = 'active' OR (k.status = 'superseded' AND k.retain_until > $2))
@@ -353,7 +354,7 @@ func (db *DB) Disclose(ctx context.Context, o escrow.Origin, deviceID, reason st
 			return err
 		}
 		if len(out.Keys) == 0 {
-			e.Detail = "no keys held"
+			e.Detail = joinDetail(e.Detail, "no keys held")
 			if err := db.appendEvent(ctx, tx, e); err != nil {
 				return err
 			}
@@ -372,7 +373,7 @@ func (db *DB) Disclose(ctx context.Context, o escrow.Origin, deviceID, reason st
 				return err
 			}
 			if settings.AutoRotateOnDisclosure && k.Status == escrow.KeyActive && k.Kind == escrow.KindRecoveryPassword {
-				if _, _, err := db.requestRotation(ctx, tx, systemOrigin(), deviceID, k.VolumeID, k.KeyID, escrow.TriggerDisclosure, "key disclosed", now); err != nil {
+				if _, _, err := db.requestRotation(ctx, tx, systemOrigin(), deviceID, k.VolumeID, k.KeyID, escrow.TriggerDisclosure, escrow.Access{Reason: "key disclosed"}, now); err != nil {
 					return err
 				}
 			}
@@ -399,6 +400,14 @@ func (db *DB) Disclose(ctx context.Context, o escrow.Origin, deviceID, reason st
 }
 
 func itoa64(n int64) string { return strconv.FormatInt(n, 10) }
+
+// joinDetail adds a part to an event's detail.
+func joinDetail(detail, part string) string {
+	if detail == "" {
+		return part
+	}
+	return detail + "; " + part
+}
 
 // Key IDs are unique per device only: a BitLocker To Go drive keeps its protector GUID when it
 // moves between computers, and a planted device can escrow junk under someone's real key ID.

@@ -209,7 +209,7 @@ func TestClosedDatabaseIsUnavailable(t *testing.T) {
 			return err
 		}},
 		{"Disclose", func() error {
-			d, err := e.db.Disclose(e.ctx, adminOrigin, en.DeviceID, "other", allowAll)
+			d, err := e.db.Disclose(e.ctx, adminOrigin, en.DeviceID, asAdmin("other"), allowAll)
 			if len(d.Keys) != 0 {
 				t.Errorf("Disclose on a closed database returned keys")
 			}
@@ -220,7 +220,7 @@ func TestClosedDatabaseIsUnavailable(t *testing.T) {
 			return err
 		}},
 		{"RequestRotation", func() error {
-			_, err := e.db.RequestRotation(e.ctx, adminOrigin, en.DeviceID, "", "test", allowDevice)
+			_, err := e.db.RequestRotation(e.ctx, adminOrigin, en.DeviceID, "", asAdmin("test"), allowDevice)
 			return err
 		}},
 		{"VerifyAudit", func() error {

@@ -472,7 +472,7 @@ func TestDeviceRotations(t *testing.T) {
 	a := e.enroll("LT-ALICE", "alice@example.com")
 	e.escrowPassword(a, osVolume, xts128)
 	e.report(a, escrow.Report{Volumes: []escrow.ReportedVolume{onVolume(osVolume, xts128.keyID)}})
-	if _, err := e.db.RequestRotation(e.ctx, adminOrigin, a.DeviceID, "", "first", allowDevice); err != nil {
+	if _, err := e.db.RequestRotation(e.ctx, adminOrigin, a.DeviceID, "", asAdmin("first"), allowDevice); err != nil {
 		t.Fatal(err)
 	}
 	rs, err := e.db.DeviceRotations(e.ctx, adminPrincipal, a.DeviceID, 10)

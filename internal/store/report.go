@@ -233,7 +233,7 @@ func (db *DB) applyEvent(ctx context.Context, tx *sql.Tx, o escrow.Origin, devic
 		return db.appendEvent(ctx, tx, e)
 	case escrow.EventRecoveryUsed:
 		keyID := ev.KeyID
-		_, _, err := db.requestRotation(ctx, tx, o, deviceID, ev.VolumeID, keyID, escrow.TriggerRecoveryUsed, "recovery password used at boot", now)
+		_, _, err := db.requestRotation(ctx, tx, o, deviceID, ev.VolumeID, keyID, escrow.TriggerRecoveryUsed, escrow.Access{Reason: "recovery password used at boot"}, now)
 		return err
 	}
 	return nil

@@ -228,7 +228,7 @@ func TestEscrowStatus(t *testing.T) {
 		{"rotation open", func(e *env, en escrow.Enrolled) {
 			e.escrowPassword(en, osVolume, xts128)
 			e.report(en, on(xts128.keyID))
-			if _, err := e.db.RequestRotation(e.ctx, adminOrigin, en.DeviceID, "", "", allowDevice); err != nil {
+			if _, err := e.db.RequestRotation(e.ctx, adminOrigin, en.DeviceID, "", asAdmin(""), allowDevice); err != nil {
 				e.t.Fatal(err)
 			}
 		}, escrow.StatusPending},

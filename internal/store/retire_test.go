@@ -18,7 +18,7 @@ func retireFixture(t *testing.T, e *env) (retired, kept escrow.Enrolled) {
 	data := onVolume(dataVolume, cbc128.keyID)
 	data.MountPoint, data.Type = "D:", escrow.VolumeFixedData
 	e.report(retired, escrow.Report{Volumes: []escrow.ReportedVolume{onVolume(osVolume, xts128.keyID), data}})
-	if _, err := e.db.RequestRotation(e.ctx, adminOrigin, retired.DeviceID, osVolume, "scheduled", allowDevice); err != nil {
+	if _, err := e.db.RequestRotation(e.ctx, adminOrigin, retired.DeviceID, osVolume, asAdmin("scheduled"), allowDevice); err != nil {
 		t.Fatalf("RequestRotation: %v", err)
 	}
 	kept = e.enroll("LT-0043", "bob@example.com")

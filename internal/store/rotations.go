@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"errors"
+	"strings"
 	"time"
 
 	"github.com/google/uuid"
@@ -33,7 +34,8 @@ func scanRotation(s scanner) (escrow.Rotation, error) {
 
 // requestRotation opens a rotation of the volume unless one is already open, in which case the
 // open one is returned with created=false: triggers coalesce, at most one per volume.
-func (db *DB) requestRotation(ctx context.Context, tx dbtx, o escrow.Origin, deviceID, volumeID, keyID, trigger, reason string, now time.Time) (escrow.Rotation, bool, error) {
+func (db *DB) requestRotation(ctx context.Context, tx dbtx, o escrow.Origin, deviceID, volumeID, keyID, trigger string, a escrow.Access, now time.Time) (escrow.Rotation, bool, error) {
+	reason, ticket := a.Reason, strings.TrimSpace(a.Ticket)
 	r, err := scanRotation(tx.QueryRowContext(ctx, `SELECT `+rotationColumns+` FROM rotations
 		WHERE device_id = $1 AND volume_id = $2 AND status IN ('requested', 'delivered')`, deviceID, volumeID))
 	if err == nil {
@@ -42,7 +44,7 @@ func (db *DB) requestRotation(ctx context.Context, tx dbtx, o escrow.Origin, dev
 		}
 		// Coalesced: no second rotation, but who asked and why is still part of the record.
 		e := o.Event(escrow.ActionRotateRequest, escrow.OutcomeSuccess)
-		e.DeviceID, e.KeyID, e.Reason = deviceID, r.KeyID, reason
+		e.DeviceID, e.KeyID, e.Reason, e.Ticket = deviceID, r.KeyID, reason, ticket
 		e.Detail = "joined open rotation " + r.ID + " of volume " + volumeID + " (" + trigger + ")"
 		return r, false, db.appendEvent(ctx, tx, e)
 	}
@@ -61,7 +63,7 @@ func (db *DB) requestRotation(ctx context.Context, tx dbtx, o escrow.Origin, dev
 		return r, false, err
 	}
 	e := o.Event(escrow.ActionRotateRequest, escrow.OutcomeSuccess)
-	e.DeviceID, e.KeyID, e.Reason = deviceID, keyID, reason
+	e.DeviceID, e.KeyID, e.Reason, e.Ticket = deviceID, keyID, reason, ticket
 	e.Detail = "rotation " + r.ID + " of volume " + volumeID + " (" + trigger + ")"
 	if err := db.appendEvent(ctx, tx, e); err != nil {
 		return r, true, err
@@ -70,30 +72,19 @@ func (db *DB) requestRotation(ctx context.Context, tx dbtx, o escrow.Origin, dev
 }
 
 // RequestRotation asks the device to rotate the recovery password of one volume, or of every
-// encrypted volume when volumeID is empty, if allowed(device) says the principal may.
-// Errors: CodeNotFound (device or volume), CodeForbidden, CodeNotEncrypted.
-func (db *DB) RequestRotation(ctx context.Context, o escrow.Origin, deviceID, volumeID, reason string, allowed func(escrow.Device) bool) ([]escrow.Rotation, error) {
+// encrypted volume when volumeID is empty, if allowed(device) says the principal may. The
+// ticket rules of the settings apply to a (a refusal is CodeInvalid and changes nothing).
+// Errors: CodeNotFound (device or volume), CodeForbidden, CodeInvalid, CodeNotEncrypted.
+func (db *DB) RequestRotation(ctx context.Context, o escrow.Origin, deviceID, volumeID string, a escrow.Access, allowed func(escrow.Device) bool) ([]escrow.Rotation, error) {
 	var out []escrow.Rotation
 	var denied error
 	now := db.Now()
 	err := db.write(ctx, func(tx *sql.Tx) error {
 		out, denied = nil, nil
 		e := o.Event(escrow.ActionRotateRequest, escrow.OutcomeDenied)
-		e.DeviceID, e.Reason = deviceID, reason
-		d, err := findDevice(ctx, tx, deviceID)
-		if errors.Is(err, errNoDevice) {
-			denied, e.Detail = err, "no such device"
-			return db.appendEvent(ctx, tx, e)
-		}
-		if err != nil {
-			return err
-		}
-		if !allowed(d) {
-			denied, e.Detail = escrow.Errorf(escrow.CodeForbidden, "device: you may not rotate this device's keys"), "not allowed"
-			return db.appendEvent(ctx, tx, e)
-		}
-		settings, err := loadSettings(ctx, tx)
-		if err != nil {
+		e.DeviceID, e.Reason, e.Ticket = deviceID, a.Reason, strings.TrimSpace(a.Ticket)
+		_, settings, refused, err := db.admit(ctx, tx, e, a, func(d escrow.Device, _ escrow.Settings) bool { return allowed(d) }, "rotate this device's keys")
+		if denied = refused; denied != nil || err != nil {
 			return err
 		}
 		states, _, err := loadVolumeStates(ctx, tx, []string{deviceID}, settings)
@@ -129,7 +120,7 @@ func (db *DB) RequestRotation(ctx context.Context, o escrow.Origin, deviceID, vo
 			if err != nil && !errors.Is(err, sql.ErrNoRows) {
 				return err
 			}
-			r, _, err := db.requestRotation(ctx, tx, o, deviceID, v.ID, keyID, escrow.TriggerManual, reason, now)
+			r, _, err := db.requestRotation(ctx, tx, o, deviceID, v.ID, keyID, escrow.TriggerManual, a, now)
 			if err != nil {
 				return err
 			}

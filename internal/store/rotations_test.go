@@ -53,7 +53,7 @@ func TestRequestRotationRefused(t *testing.T) {
 				deviceID = tt.deviceID
 			}
 			before := e.countEvents(escrow.AuditFilter{Action: escrow.ActionRotateRequest})
-			rs, err := e.db.RequestRotation(e.ctx, adminOrigin, deviceID, tt.volumeID, "TPM replaced", func(escrow.Device) bool { return tt.allowed })
+			rs, err := e.db.RequestRotation(e.ctx, adminOrigin, deviceID, tt.volumeID, asAdmin("TPM replaced"), func(escrow.Device) bool { return tt.allowed })
 			wantCode(t, err, tt.want)
 			if len(rs) != 0 {
 				t.Errorf("rotations returned with the error: %+v", rs)
@@ -75,7 +75,7 @@ func TestRotationLifecycle(t *testing.T) {
 	en := e.escrowedDevice()
 	raw := e.raw()
 
-	rs, err := e.db.RequestRotation(e.ctx, helpdeskOrigin, en.DeviceID, "", "key shown to the user", allowDevice)
+	rs, err := e.db.RequestRotation(e.ctx, helpdeskOrigin, en.DeviceID, "", asAdmin("key shown to the user"), allowDevice)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -92,7 +92,7 @@ func TestRotationLifecycle(t *testing.T) {
 	}
 
 	// A second trigger joins the open rotation.
-	again, err := e.db.RequestRotation(e.ctx, adminOrigin, en.DeviceID, osVolume, "again", allowDevice)
+	again, err := e.db.RequestRotation(e.ctx, adminOrigin, en.DeviceID, osVolume, asAdmin("again"), allowDevice)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -225,7 +225,7 @@ func TestFinishCommandRefused(t *testing.T) {
 			e := newEnv(t)
 			en := e.escrowedDevice()
 			other := e.enroll("LT-0043", "")
-			rs, err := e.db.RequestRotation(e.ctx, adminOrigin, en.DeviceID, "", "", allowDevice)
+			rs, err := e.db.RequestRotation(e.ctx, adminOrigin, en.DeviceID, "", asAdmin(""), allowDevice)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -269,7 +269,7 @@ func TestRotationFailed(t *testing.T) {
 	e := newEnv(t)
 	en := e.escrowedDevice()
 	raw := e.raw()
-	rs, err := e.db.RequestRotation(e.ctx, adminOrigin, en.DeviceID, "", "", allowDevice)
+	rs, err := e.db.RequestRotation(e.ctx, adminOrigin, en.DeviceID, "", asAdmin(""), allowDevice)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -301,7 +301,7 @@ func TestRotationFailed(t *testing.T) {
 
 	// A failed rotation is closed: the next request opens a new one, and its success clears
 	// the failure.
-	next, err := e.db.RequestRotation(e.ctx, adminOrigin, en.DeviceID, "", "retry", allowDevice)
+	next, err := e.db.RequestRotation(e.ctx, adminOrigin, en.DeviceID, "", asAdmin("retry"), allowDevice)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -322,7 +322,7 @@ func TestRotationFailedEvent(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
 	en := e.escrowedDevice()
-	rs, err := e.db.RequestRotation(e.ctx, adminOrigin, en.DeviceID, "", "", allowDevice)
+	rs, err := e.db.RequestRotation(e.ctx, adminOrigin, en.DeviceID, "", asAdmin(""), allowDevice)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -385,7 +385,7 @@ func TestDisclosureOpensOneRotation(t *testing.T) {
 				}
 			}
 			view := func() error {
-				d, err := e.db.Disclose(e.ctx, adminOrigin, en.DeviceID, "forgotten PIN", allowAll)
+				d, err := e.db.Disclose(e.ctx, adminOrigin, en.DeviceID, asAdmin("forgotten PIN"), allowAll)
 				if err == nil && len(d.Keys) != 1 {
 					err = fmt.Errorf("disclosed %d keys, want 1", len(d.Keys))
 				}

@@ -111,7 +111,7 @@ func (f *fleet) step() {
 		if rng.IntN(2) == 0 {
 			vol = fleetVolumes[rng.IntN(len(fleetVolumes))]
 		}
-		_, err := e.db.RequestRotation(e.ctx, adminOrigin, d.en.DeviceID, vol, "test", allowDevice)
+		_, err := e.db.RequestRotation(e.ctx, adminOrigin, d.en.DeviceID, vol, asAdmin("test"), allowDevice)
 		f.allow("rotate", err, escrow.CodeNotEncrypted, escrow.CodeNotFound)
 		f.logf("rotate %s %q: %v", d.en.DeviceID, vol, err)
 	case op < 74:
@@ -141,7 +141,7 @@ func (f *fleet) step() {
 		f.logf("finish %s %s %+v: %v", d.en.DeviceID, c.Type, res, err)
 	case op < 78:
 		d := f.pick()
-		_, err := e.db.Disclose(e.ctx, adminOrigin, d.en.DeviceID, "test", allowAll)
+		_, err := e.db.Disclose(e.ctx, adminOrigin, d.en.DeviceID, asAdmin("test"), allowAll)
 		f.allow("disclose", err)
 		f.logf("disclose %s: %v", d.en.DeviceID, err)
 	case op < 82:

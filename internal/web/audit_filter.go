@@ -13,12 +13,12 @@ import (
 // auditForm is the audit log's filters as the form holds them: the API's filters, with days
 // for since and until (whole UTC days are what people pick).
 type auditForm struct {
-	DeviceID, KeyID, Actor, Action, Source, Outcome, Since, Until string
+	DeviceID, KeyID, Actor, Action, Source, Outcome, Ticket, Since, Until string
 }
 
 // auditActions are offered as suggestions in the action filter.
 var auditActions = []string{
-	escrow.ActionKeyRead, escrow.ActionKeyList, escrow.ActionKeyEscrow, escrow.ActionKeySupersede, escrow.ActionKeyVerify,
+	escrow.ActionKeyRead, escrow.ActionKeyRequest, escrow.ActionKeyApprove, escrow.ActionKeyDeny, escrow.ActionKeyList, escrow.ActionKeyEscrow, escrow.ActionKeySupersede, escrow.ActionKeyVerify,
 	escrow.ActionKeyPurge, escrow.ActionRotateRequest, escrow.ActionRotateDeliver, escrow.ActionRotateComplete,
 	escrow.ActionRotateFail, escrow.ActionDeviceEnroll, escrow.ActionDeviceReport, escrow.ActionAuth, escrow.ActionSignIn, escrow.ActionSignOut,
 	escrow.ActionUserCreate, escrow.ActionUserRole, escrow.ActionUserDisable, escrow.ActionUserEnable, escrow.ActionUserRead,
@@ -38,9 +38,9 @@ func parseAuditForm(q url.Values) (auditForm, escrow.AuditFilter, error) {
 	fm := auditForm{}
 	get := func(name string) string { return strings.TrimSpace(q.Get(name)) }
 	fm.DeviceID, fm.KeyID, fm.Actor, fm.Action = get("deviceId"), get("keyId"), get("actor"), get("action")
-	fm.Source, fm.Outcome, fm.Since, fm.Until = get("source"), get("outcome"), get("since"), get("until")
-	f := escrow.AuditFilter{Actor: fm.Actor, Action: fm.Action, Source: fm.Source, Outcome: fm.Outcome}
-	for name, v := range map[string]string{"actor": fm.Actor, "action": fm.Action, "source": fm.Source, "outcome": fm.Outcome} {
+	fm.Source, fm.Outcome, fm.Ticket, fm.Since, fm.Until = get("source"), get("outcome"), get("ticket"), get("since"), get("until")
+	f := escrow.AuditFilter{Actor: fm.Actor, Action: fm.Action, Source: fm.Source, Outcome: fm.Outcome, Ticket: fm.Ticket}
+	for name, v := range map[string]string{"actor": fm.Actor, "action": fm.Action, "source": fm.Source, "outcome": fm.Outcome, "ticket": fm.Ticket} {
 		if err := escrow.CheckText(name, v, false, 256); err != nil {
 			return fm, f, err
 		}
@@ -93,7 +93,7 @@ func parseAuditForm(q url.Values) (auditForm, escrow.AuditFilter, error) {
 func (fm auditForm) values() url.Values {
 	v := url.Values{}
 	for name, val := range map[string]string{"deviceId": fm.DeviceID, "keyId": fm.KeyID, "actor": fm.Actor, "action": fm.Action,
-		"source": fm.Source, "outcome": fm.Outcome, "since": fm.Since, "until": fm.Until} {
+		"source": fm.Source, "outcome": fm.Outcome, "ticket": fm.Ticket, "since": fm.Since, "until": fm.Until} {
 		if val != "" {
 			v.Set(name, val)
 		}

@@ -12,6 +12,7 @@ import (
 
 	"github.com/chromedp/cdproto/emulation"
 	"github.com/chromedp/chromedp"
+	"github.com/keyward/keyward/internal/escrow"
 	"github.com/keyward/keyward/internal/web/browsertest"
 )
 
@@ -237,6 +238,17 @@ func TestBrowserAccessibility(t *testing.T) {
 		if got := strings.Join(strings.Fields(sel), "-"); got != aliceKey.Password {
 			t.Errorf("the selected key reads %q, want %s", sel, aliceKey.Password)
 		}
+
+		// A request waiting for approval, so the queue is checked with its Approve and Deny forms.
+		f.settings(map[string]string{"approvalRequired": "true"})
+		hd := f.users["helpdesk@example.com"]
+		if _, err := f.db.Disclose(t.Context(), escrow.Origin{Actor: escrow.Actor{Type: escrow.ActorUser, ID: hd.ID, Name: hd.Email}, Source: escrow.SourceAdminPortal},
+			f.bob.ID, escrow.Access{Reason: "Forgotten PIN", Ticket: "INC0000042", Role: escrow.RoleHelpdesk}, func(escrow.Device, escrow.Settings) bool { return true }); err != nil {
+			t.Fatal(err)
+		}
+		browserRun(t, ctx, chromedp.Navigate(base+"/approvals"), waitView("approvals"))
+		check(t, ctx, "approvals with one waiting")
+		rings(t, ctx, `form[action$="/approve"] button`, `form[action$="/deny"] input`)
 
 		browserRun(t, ctx,
 			chromedp.Navigate(base+"/tokens"), waitView("tokens"),

@@ -20,6 +20,11 @@ type securityData struct {
 	// Disclosed holds the keys just viewed, with their material; empty otherwise.
 	Disclosed  []escrow.DisclosedKey
 	AutoRotate bool
+	Ticket     ticketField
+	// NeedsApproval says the person's views of this device's keys wait for a second person;
+	// Pending is the request just made or found, waiting.
+	NeedsApproval bool
+	Pending       *escrow.Approval
 }
 
 // deviceSecurity serves GET /devices/{deviceId}/security: BitLocker volumes, key metadata,
@@ -58,12 +63,17 @@ func (s *Server) loadSecurity(r *http.Request, id string) (*securityData, error)
 	if err != nil {
 		return nil, err
 	}
-	return &securityData{
+	d := &securityData{
 		deviceData: deviceData{Device: dev, Tab: "security"},
 		Keys:       keys,
 		Rotations:  rotations,
 		CanView:    p.CanViewMaterial(dev.Device, false),
 		CanRotate:  p.CanRotate(dev.Device) && slices.ContainsFunc(dev.Volumes, func(v escrow.VolumeDetail) bool { return rotatable(v.Volume) }),
 		Reasons:    standardReasons,
-	}, nil
+		Ticket:     s.newTicketField(r),
+	}
+	if set, err := s.store.Settings(r.Context()); err == nil {
+		d.NeedsApproval = set.NeedsApproval(escrow.Access{Role: p.Role})
+	}
+	return d, nil
 }

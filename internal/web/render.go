@@ -37,10 +37,11 @@ const (
 	viewTokenCreated   view = "token_created"
 	viewSelf           view = "self"
 	viewSelfKey        view = "self_key"
+	viewApprovals      view = "approvals"
 )
 
 var allViews = []view{viewError, viewSignIn, viewSetup, viewDevices, viewDeviceOverview, viewDeviceSecurity, viewRotateConfirm, viewRetireConfirm,
-	viewAudit, viewReport, viewSettings, viewUsers, viewTokens, viewTokenCreated, viewSelf, viewSelfKey}
+	viewAudit, viewReport, viewSettings, viewUsers, viewTokens, viewTokenCreated, viewSelf, viewSelfKey, viewApprovals}
 
 // layout is what every page's frame needs; each view's data embeds it.
 type layout struct {
@@ -66,6 +67,10 @@ type viewer struct {
 	CanAudit   bool
 	CanReports bool
 	CanAdmin   bool
+	// Approvals shows the Approvals entry (two-person approval is on, or requests wait);
+	// Pending is the number of requests the person could decide.
+	Approvals bool
+	Pending   int
 }
 
 func newViewer(p escrow.Principal) *viewer {
@@ -112,8 +117,11 @@ func (s *Server) render(w http.ResponseWriter, r *http.Request, status int, v vi
 	if b.Me != nil && b.Me.Staff {
 		// Every staff page says when incident mode lifts a limit, so it is never on unnoticed.
 		// Without the settings (storage down) the page goes out without the banner.
-		if set, err := s.store.Settings(r.Context()); err == nil && set.IncidentOn(s.cfg.Now()) {
-			b.IncidentUntil = set.IncidentModeUntil
+		if set, err := s.store.Settings(r.Context()); err == nil {
+			if set.IncidentOn(s.cfg.Now()) {
+				b.IncidentUntil = set.IncidentModeUntil
+			}
+			s.countApprovals(r, b.Me, set)
 		}
 	}
 	var buf bytes.Buffer
@@ -126,6 +134,21 @@ func (s *Server) render(w http.ResponseWriter, r *http.Request, status int, v vi
 		return errAborted
 	}
 	return nil
+}
+
+// countApprovals fills in the navigation's Approvals entry for admins and helpdesk: the
+// requests waiting that the person could decide. Without the count (storage down) the entry
+// goes out without it.
+func (s *Server) countApprovals(r *http.Request, me *viewer, set escrow.Settings) {
+	p := principal(r)
+	if !mayApprove(p) {
+		return
+	}
+	n, err := s.store.CountPendingApprovals(r.Context(), p.Scope(), p.Actor.Name)
+	if err != nil {
+		return
+	}
+	me.Approvals, me.Pending = set.ApprovalRequired || n > 0, n
 }
 
 func templateFuncs(a *assets) template.FuncMap {

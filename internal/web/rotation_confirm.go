@@ -11,7 +11,26 @@ type rotateData struct {
 	Volumes []escrow.VolumeDetail // the volumes a rotation can target: BitLocker on
 	Volume  string
 	Reason  string
+	Ticket  ticketField
 	Error   string
+}
+
+// ticketField is the ticket number input of the View recovery key and Rotate forms: the value
+// sent, and the rules the settings set, so the form says what is expected before it is sent.
+type ticketField struct {
+	Value    string
+	Required bool
+	Pattern  string
+}
+
+// newTicketField reads the ticket rules; without the settings (storage down) the form shows
+// none, and the store still applies them.
+func (s *Server) newTicketField(r *http.Request) ticketField {
+	set, err := s.store.Settings(r.Context())
+	if err != nil {
+		return ticketField{}
+	}
+	return ticketField{Required: set.TicketRequired, Pattern: set.TicketPattern}
 }
 
 // rotationConfirm serves GET /devices/{deviceId}/rotate: the confirmation step before a
@@ -41,7 +60,7 @@ func (s *Server) loadRotate(r *http.Request, id string) (*rotateData, error) {
 	if !p.CanRotate(dev.Device) {
 		return nil, escrow.Errorf(escrow.CodeForbidden, "You may not rotate this device's keys.")
 	}
-	d := &rotateData{deviceData: deviceData{Device: dev, Tab: "security"}}
+	d := &rotateData{deviceData: deviceData{Device: dev, Tab: "security"}, Ticket: s.newTicketField(r)}
 	for _, v := range dev.Volumes {
 		if rotatable(v.Volume) {
 			d.Volumes = append(d.Volumes, v)

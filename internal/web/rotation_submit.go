@@ -25,6 +25,7 @@ func (s *Server) rotationSubmit(w http.ResponseWriter, r *http.Request) error {
 	}
 	volume := r.PostForm.Get("volume")
 	reason := strings.TrimSpace(r.PostForm.Get("reason"))
+	ticket := r.PostForm.Get("ticket") // the store applies the settings' ticket rules
 	formErr := escrow.CheckText("volume", volume, false, 256)
 	if formErr == nil {
 		formErr = escrow.CheckText("reason", reason, false, maxReason)
@@ -33,7 +34,7 @@ func (s *Server) rotationSubmit(w http.ResponseWriter, r *http.Request) error {
 		formErr = escrow.Errorf(escrow.CodeInvalid, "Say why the key should be rotated.")
 	}
 	if formErr == nil {
-		_, formErr = s.store.RequestRotation(r.Context(), origin(r, p), id, volume, reason, p.CanRotate)
+		_, formErr = s.store.RequestRotation(r.Context(), origin(r, p), id, volume, escrow.Access{Reason: reason, Ticket: ticket, Role: p.Role}, p.CanRotate)
 		if c := escrow.ErrorCode(formErr); formErr != nil && c != escrow.CodeInvalid && c != escrow.CodeNotEncrypted && !(c == escrow.CodeNotFound && volume != "") {
 			return formErr
 		}
@@ -43,7 +44,7 @@ func (s *Server) rotationSubmit(w http.ResponseWriter, r *http.Request) error {
 		if err != nil {
 			return err
 		}
-		d.Volume, d.Reason, d.Error = volume, reason, escrow.ErrorMessage(formErr)
+		d.Volume, d.Reason, d.Ticket.Value, d.Error = volume, reason, ticket, escrow.ErrorMessage(formErr)
 		return s.render(w, r, statusOf[escrow.ErrorCode(formErr)], viewRotateConfirm, d.Device.Name+" · Rotate key", "devices", d)
 	}
 	http.Redirect(w, r, "/devices/"+url.PathEscape(id)+"/security?notice=rotation-requested", http.StatusSeeOther)

@@ -39,6 +39,10 @@ func (s *Server) routes() []route {
 		{"POST /devices/{deviceId}/update", s.signedIn(s.deviceUpdate)},
 		{"POST /devices/{deviceId}/dispute", s.signedIn(s.deviceDispute)},
 
+		{"GET /approvals", s.signedIn(s.approvalList)},
+		{"POST /approvals/{id}/approve", s.signedIn(s.approvalApprove)},
+		{"POST /approvals/{id}/deny", s.signedIn(s.approvalDeny)},
+
 		{"GET /audit", s.signedIn(s.auditList)},
 		{"GET /audit/export.csv", s.signedIn(s.auditExport)},
 		{"GET /reports/escrow", s.signedIn(s.reportShow)},

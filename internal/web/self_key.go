@@ -105,7 +105,7 @@ func (s *Server) selfKey(w http.ResponseWriter, r *http.Request) error {
 		}
 		deviceID = id.String()
 	}
-	disclosure, err := s.store.Disclose(r.Context(), o, deviceID, reasonText, func(dev escrow.Device, set escrow.Settings) bool {
+	disclosure, err := s.store.Disclose(r.Context(), o, deviceID, escrow.Access{Reason: reasonText, Role: escrow.RoleUser}, func(dev escrow.Device, set escrow.Settings) bool {
 		return set.SelfServiceEnabled && ownScope(p).Allows(dev)
 	})
 	if c := escrow.ErrorCode(err); c == escrow.CodeNotFound || c == escrow.CodeForbidden {

@@ -30,6 +30,9 @@ func (s *Server) settingsSave(w http.ResponseWriter, r *http.Request) error {
 		"selfServiceEnabled":     strconv.FormatBool(r.PostForm.Get("selfServiceEnabled") == "true"),
 		"autoRotateOnDisclosure": strconv.FormatBool(r.PostForm.Get("autoRotateOnDisclosure") == "true"),
 	}
+	for _, name := range formFlags {
+		submitted[name] = strconv.FormatBool(r.PostForm.Get(name) == "true")
+	}
 	for _, name := range formSettings {
 		// A field the form did not send is left as it is.
 		if _, sent := r.PostForm[name]; sent {
@@ -53,6 +56,9 @@ func (s *Server) settingsSave(w http.ResponseWriter, r *http.Request) error {
 			d := newSettingsData(current, s.cfg.Now())
 			d.Form.SelfServiceEnabled = submitted["selfServiceEnabled"] == "true"
 			d.Form.AutoRotateOnDisclosure = submitted["autoRotateOnDisclosure"] == "true"
+			for _, name := range formFlags {
+				d.Form.Flags[name] = submitted[name] == "true"
+			}
 			for _, name := range formSettings {
 				d.Form.Values[name] = submitted[name]
 			}

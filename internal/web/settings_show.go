@@ -12,6 +12,7 @@ import (
 type settingsForm struct {
 	SelfServiceEnabled     bool
 	AutoRotateOnDisclosure bool
+	Flags                  map[string]bool // the other checkboxes, by name
 	Values                 map[string]string
 }
 
@@ -19,10 +20,17 @@ type settingsForm struct {
 var formSettings = []string{"retentionPeriod", "escrowGracePeriod", "rotationTimeout", "maxKeyAge",
 	"signInLimitPerAccount", "signInLimitPerAddress", "signInLimitWindow",
 	"selfServiceLimitPerPerson", "selfServiceLimitPerAddress", "selfServiceLimitWindow",
-	"enrollmentLimitPerAddress", "enrollmentLimitWindow"}
+	"enrollmentLimitPerAddress", "enrollmentLimitWindow", "ticketPattern", "approvalTTL"}
+
+// formFlags are the checkboxes of the main form beside the two of SPEC §8.
+var formFlags = []string{"ticketRequired", "approvalRequired", "approvalForAdmins"}
 
 func newSettingsForm(s escrow.Settings) settingsForm {
-	f := settingsForm{SelfServiceEnabled: s.SelfServiceEnabled, AutoRotateOnDisclosure: s.AutoRotateOnDisclosure, Values: map[string]string{}}
+	f := settingsForm{SelfServiceEnabled: s.SelfServiceEnabled, AutoRotateOnDisclosure: s.AutoRotateOnDisclosure,
+		Flags: map[string]bool{}, Values: map[string]string{}}
+	for _, name := range formFlags {
+		f.Flags[name] = s.Get(name) == "true"
+	}
 	for _, name := range formSettings {
 		f.Values[name] = s.Get(name)
 	}

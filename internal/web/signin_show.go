@@ -32,6 +32,8 @@ var notices = map[string]string{
 	"dispute-cleared":          "Dispute cleared: the device's owner can use self-service for it again.",
 	"api-token-revoked":        "API token revoked: it is refused from the next request on.",
 	"enrollment-token-revoked": "Enrollment token revoked: no device can enroll with it any more. Devices already enrolled keep working.",
+	"approval-approved":        "Request approved: the requester can now view the device's recovery key once, before the approval expires.",
+	"approval-denied":          "Request denied: nothing was disclosed.",
 }
 
 func notice(r *http.Request) string { return notices[r.URL.Query().Get("notice")] }

@@ -54,8 +54,11 @@ type Store interface {
 	UpdateDevice(ctx context.Context, o escrow.Origin, deviceID string, ch escrow.DeviceChange) (escrow.DeviceDetail, error)
 	DeviceRotations(ctx context.Context, p escrow.Principal, deviceID string, limit int) ([]escrow.Rotation, error)
 	ListKeys(ctx context.Context, o escrow.Origin, f escrow.KeyFilter) ([]escrow.RecoveryKey, string, error)
-	Disclose(ctx context.Context, o escrow.Origin, deviceID, reason string, allowed func(escrow.Device, escrow.Settings) bool) (escrow.Disclosure, error)
-	RequestRotation(ctx context.Context, o escrow.Origin, deviceID, volumeID, reason string, allowed func(escrow.Device) bool) ([]escrow.Rotation, error)
+	Disclose(ctx context.Context, o escrow.Origin, deviceID string, a escrow.Access, allowed func(escrow.Device, escrow.Settings) bool) (escrow.Disclosure, error)
+	RequestRotation(ctx context.Context, o escrow.Origin, deviceID, volumeID string, a escrow.Access, allowed func(escrow.Device) bool) ([]escrow.Rotation, error)
+	DecideApproval(ctx context.Context, o escrow.Origin, id string, approve bool, reason string, allowed func(escrow.Device) bool) (escrow.Approval, error)
+	ListApprovals(ctx context.Context, f escrow.ApprovalFilter) ([]escrow.Approval, string, error)
+	CountPendingApprovals(ctx context.Context, scope escrow.Scope, requester string) (int, error)
 
 	ListAudit(ctx context.Context, f escrow.AuditFilter, fn func(escrow.AuditEvent) error) error
 	StreamEscrowReport(ctx context.Context, scope escrow.Scope, page escrow.ReportPage,
