@@ -344,7 +344,9 @@ func TestSyslogDeliveryToRsyslog(t *testing.T) {
 			admin, deviceID, deviceToken, _ := setUp(t, r.URL(), dir)
 			s := bitlockertest.Samples(t)[0]
 			mustCall(t, 201, "PUT", r.URL()+"/api/agent/keys/"+s.KeyID, deviceToken, escrowJSON(s.Password))
-			view := func() string { return r.URL() + "/api/devices/security/bitlocker/keys/" + deviceID + "?reason=locked+out&ticket=INC0001" }
+			view := func() string {
+				return r.URL() + "/api/devices/security/bitlocker/keys/" + deviceID + "?reason=locked+out&ticket=INC0001"
+			}
 			if b := mustCall(t, 200, "GET", view(), admin, ""); !bytes.Contains(b, []byte(s.Password)) {
 				t.Fatalf("view with rsyslog up: %s", b)
 			}
