@@ -61,7 +61,7 @@ func benchSmall(t *testing.T, databaseURL string) {
 	text := out.String()
 	t.Log("\n" + text)
 	for _, op := range []string{"device list page", "status-filtered page", "device details", "view of a device's keys",
-		"key-ID lookup", "audit page", "portal device search", "escrow report summary", "escrow report, full CSV", "census"} {
+		"key-ID lookup", "audit page", "portal device search", "escrow report summary", "escrow report, full JSON", "escrow report, full CSV", "census"} {
 		if !regexp.MustCompile(`(?m)^` + regexp.QuoteMeta(op) + `.* \d+\.\d\d ms +\d+\.\d\d ms +3`).MatchString(text) {
 			t.Errorf("no timing of %q", op)
 		}

@@ -403,7 +403,11 @@ func measureOperations(ctx context.Context, out io.Writer, h *client, db *store.
 			_, _, err := h.get(ctx, "/devices?q="+url.QueryEscape(owner), true)
 			return 1, err
 		}},
-		{name: "escrow report summary (GET /api/reports/escrow)", run: func(ctx context.Context, i int) (int, error) {
+		{name: "escrow report summary (counts, first page)", run: func(ctx context.Context, i int) (int, error) {
+			_, _, err := h.get(ctx, "/api/reports/escrow?limit=100", false)
+			return 1, err
+		}},
+		{name: "escrow report, full JSON", run: func(ctx context.Context, i int) (int, error) {
 			_, _, err := h.get(ctx, "/api/reports/escrow", false)
 			return bf.Devices, err
 		}, rate: "devices"},
