@@ -2,6 +2,7 @@ package store_test
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
@@ -233,5 +234,37 @@ func TestClosedDatabaseIsUnavailable(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			wantCode(t, tt.call(), escrow.CodeUnavailable)
 		})
+	}
+}
+
+// ANALYZE's sqlite_stat4 samples make SQLite compile a kept statement again for each new value
+// bound against a sampled column; the store drops them when it opens (and whenever it refreshes
+// the statistics), keeping sqlite_stat1.
+func TestOpenDropsStat4Samples(t *testing.T) {
+	t.Parallel()
+	sqliteOnly(t)
+	e := newEnv(t)
+	for i := range 20 {
+		e.escrowPassword(e.enroll(fmt.Sprintf("LT-%04d", i), ""), osVolume, genSample(i))
+	}
+	raw := e.raw()
+	e.exec(raw, `ANALYZE`)
+	count := func(table string) int {
+		var n int
+		if err := raw.QueryRowContext(e.ctx, `SELECT count(*) FROM `+table).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	if count("sqlite_stat4") == 0 {
+		t.Fatal("a full ANALYZE wrote no samples: nothing to test")
+	}
+	db := e.open()
+	defer db.Close()
+	if n := count("sqlite_stat4"); n != 0 {
+		t.Errorf("sqlite_stat4 has %d rows after the store opened, want none", n)
+	}
+	if count("sqlite_stat1") == 0 {
+		t.Error("sqlite_stat1 is gone too")
 	}
 }
