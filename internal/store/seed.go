@@ -113,6 +113,25 @@ func (db *DB) Seed(ctx context.Context, origin escrow.Origin, devices []SeedDevi
 				return fmt.Errorf("device %s: %w", d.Name, err)
 			}
 		}
+		// The stored escrow status, as every write path keeps it (status.go), for the devices
+		// of the batch together: the settings read once, the rules applied to many at a time.
+		now := db.Now()
+		settings, err := loadSettings(ctx, tx)
+		if err != nil {
+			return err
+		}
+		for from := 0; from < len(prepared); from += seedStatusChunk {
+			var ids []string
+			for _, p := range prepared[from:min(from+seedStatusChunk, len(prepared))] {
+				if err := refreshMissingEscrow(ctx, tx, p.id, now); err != nil {
+					return err
+				}
+				ids = append(ids, p.id)
+			}
+			if err := storeStatuses(ctx, tx, ids, now, settings); err != nil {
+				return err
+			}
+		}
 		return nil
 	})
 	if err != nil {
@@ -278,6 +297,8 @@ func (db *DB) seedDevice(ctx context.Context, tx *sql.Tx, exec func(string, ...a
 			rots = rots[1:]
 		}
 	}
-	// The stored escrow status, as every write path keeps it (status.go).
-	return refreshDeviceStatus(ctx, tx, p.id, db.Now())
+	return nil
 }
+
+// seedStatusChunk is how many devices' status Seed derives in one go.
+const seedStatusChunk = 200
