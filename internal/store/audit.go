@@ -25,21 +25,34 @@ func (db *DB) appendEvent(ctx context.Context, tx dbtx, e escrow.AuditEvent) err
 	if k == nil {
 		return errNoAuditKey
 	}
+	// In a write batch the batch holds the head (commit.go): it was read and locked when the
+	// batch began and is written once before the commit.
+	b := db.batchHeadOf(tx)
 	var head audit.Head
-	// On PostgreSQL the UPDATE takes the row lock first (SELECT ... FOR UPDATE is not
-	// portable); concurrent appenders queue on it and each sees the head its predecessor left.
-	// A write batch holds it already (commit.go), a migration or copy takes it here. SQLite's
-	// write transactions are serial, so the lock is the transaction's own.
-	if db.dialect == "postgres" {
-		if _, err := tx.ExecContext(ctx, `UPDATE audit_head SET seq = seq WHERE id = 1`); err != nil {
+	if b != nil {
+		if !b.checked {
+			if !k.CheckHead(b.read) {
+				return errHeadForged
+			}
+			b.checked = true
+		}
+		head = b.at
+	} else {
+		// A transaction of its own (a migration, a copy). On PostgreSQL the UPDATE takes the
+		// row lock first (SELECT ... FOR UPDATE is not portable); concurrent appenders queue
+		// on it and each sees the head its predecessor left. SQLite's write transactions are
+		// serial, so the lock is the transaction's own.
+		if db.dialect == "postgres" {
+			if _, err := tx.ExecContext(ctx, `UPDATE audit_head SET seq = seq WHERE id = 1`); err != nil {
+				return err
+			}
+		}
+		if err := tx.QueryRowContext(ctx, `SELECT seq, hash, mac FROM audit_head WHERE id = 1`).Scan(&head.Seq, &head.Hash, &head.MAC); err != nil {
 			return err
 		}
-	}
-	if err := tx.QueryRowContext(ctx, `SELECT seq, hash, mac FROM audit_head WHERE id = 1`).Scan(&head.Seq, &head.Hash, &head.MAC); err != nil {
-		return err
-	}
-	if !k.CheckHead(head) {
-		return errHeadForged
+		if !k.CheckHead(head) {
+			return errHeadForged
+		}
 	}
 	e.Seq = head.Seq + 1
 	e.Time = db.Now().UTC().Truncate(time.Microsecond)
@@ -51,9 +64,23 @@ func (db *DB) appendEvent(ctx context.Context, tx dbtx, e escrow.AuditEvent) err
 		string(e.Source), e.Reason, string(e.Outcome), e.IP, e.UserAgent, e.Detail, e.Ticket, e.Hash); err != nil {
 		return err
 	}
-	_, err := tx.ExecContext(ctx, `UPDATE audit_head SET seq = $1, hash = $2, mac = $3 WHERE id = 1`,
-		e.Seq, e.Hash, audit.HeadMAC(k.MAC, e.Seq, e.Hash))
+	next := audit.Head{Seq: e.Seq, Hash: e.Hash, MAC: audit.HeadMAC(k.MAC, e.Seq, e.Hash)}
+	if b != nil {
+		b.at = next
+		return nil
+	}
+	_, err := tx.ExecContext(ctx, `UPDATE audit_head SET seq = $1, hash = $2, mac = $3 WHERE id = 1`, next.Seq, next.Hash, next.MAC)
 	return err
+}
+
+// headSeq is the seq of the chain's last event as tx sees it, its own appends included.
+func (db *DB) headSeq(ctx context.Context, tx dbtx) (int64, error) {
+	if b := db.batchHeadOf(tx); b != nil {
+		return b.at.Seq, nil
+	}
+	var seq int64
+	err := tx.QueryRowContext(ctx, `SELECT seq FROM audit_head WHERE id = 1`).Scan(&seq)
+	return seq, err
 }
 
 // Record appends one event on its own, for actions whose only effect is the record itself

@@ -7,6 +7,7 @@ import (
 	"sync"
 	"sync/atomic"
 
+	"github.com/keyward/keyward/internal/audit"
 	"github.com/keyward/keyward/internal/escrow"
 )
 
@@ -73,6 +74,11 @@ type committer struct {
 
 	commits atomic.Int64
 	writes  atomic.Int64
+
+	// head is the audit-chain head of the batch being written (nil between batches): read
+	// once when the batch begins, moved in memory by each append and written once before the
+	// commit (audit.go).
+	head atomic.Pointer[batchHead]
 
 	// beforeCommit, when set (tests), runs just before each batch's commit.
 	beforeCommit func(tx *sql.Tx)
@@ -172,14 +178,13 @@ func (db *DB) writeBatch(batch []*writeRequest) []writeAnswer {
 	// Each request runs in a savepoint of its own. The statements that end one and begin the
 	// next go in one round trip (PostgreSQL's simple protocol and SQLite both take several
 	// statements in one Exec without arguments), and so does the first with the lock.
-	begin := `SAVEPOINT request`
-	if db.dialect == "postgres" {
-		begin = `SELECT seq FROM audit_head WHERE id = 1 FOR UPDATE; SAVEPOINT request`
-	}
-	if _, err := tx.ExecContext(ctx, begin); err != nil {
+	head, err := beginBatch(ctx, tx, db.dialect)
+	if err != nil {
 		_ = tx.Rollback()
 		return failAll(err)
 	}
+	c.head.Store(head)
+	defer c.head.Store(nil)
 	var broken error // why the transaction cannot be committed
 	for i, r := range batch {
 		if i > 0 {
@@ -193,9 +198,11 @@ func (db *DB) writeBatch(batch []*writeRequest) []writeAnswer {
 			answers = append(answers, writeAnswer{err: unavailable(err)})
 			continue
 		}
+		before := head.at
 		a := runGuarded(r.fn, tx)
 		answers = append(answers, a)
 		if a.err != nil || a.panic != nil {
+			head.at = before // its events are rolled back with it
 			if _, err := tx.ExecContext(ctx, `ROLLBACK TO SAVEPOINT request`); err != nil {
 				// The transaction is gone (SQLite rolls all of it back on some errors, an
 				// interrupt among them) or the connection is: none of the batch can commit.
@@ -220,6 +227,10 @@ func (db *DB) writeBatch(batch []*writeRequest) []writeAnswer {
 		// durable, so no commit (and no fsync) is spent on the batch.
 		_ = tx.Rollback()
 	default:
+		if commitErr = head.write(ctx, tx); commitErr != nil {
+			_ = tx.Rollback()
+			break
+		}
 		if c.beforeCommit != nil {
 			c.beforeCommit(tx)
 		}
@@ -241,6 +252,51 @@ func (db *DB) writeBatch(batch []*writeRequest) []writeAnswer {
 		}
 	}
 	return answers
+}
+
+// batchHead is the audit-chain head while a batch is written. The batch holds the chain: on
+// SQLite its transaction is the only writer, on PostgreSQL it locks the head row first. So the
+// head is read and authenticated once, each append takes it from here and moves it, and it is
+// written back once, before the commit, instead of read and written by every append.
+type batchHead struct {
+	tx      *sql.Tx
+	read    audit.Head // as the batch found it
+	at      audit.Head // after the appends so far
+	checked bool       // read has been authenticated (at the first append)
+}
+
+// beginBatch locks and reads the chain head and opens the first request's savepoint.
+func beginBatch(ctx context.Context, tx *sql.Tx, dialect string) (*batchHead, error) {
+	q := `SELECT seq, hash, mac FROM audit_head WHERE id = 1`
+	if dialect == "postgres" {
+		q += ` FOR UPDATE`
+	}
+	b := &batchHead{tx: tx}
+	if err := tx.QueryRowContext(ctx, q).Scan(&b.read.Seq, &b.read.Hash, &b.read.MAC); err != nil {
+		return nil, err
+	}
+	b.at = b.read
+	if _, err := tx.ExecContext(ctx, `SAVEPOINT request`); err != nil {
+		return nil, err
+	}
+	return b, nil
+}
+
+// write stores the head the batch's appends left, if they moved it.
+func (b *batchHead) write(ctx context.Context, tx *sql.Tx) error {
+	if b.at.Seq == b.read.Seq {
+		return nil
+	}
+	_, err := tx.ExecContext(ctx, `UPDATE audit_head SET seq = $1, hash = $2, mac = $3 WHERE id = 1`, b.at.Seq, b.at.Hash, b.at.MAC)
+	return err
+}
+
+// batchHeadOf returns the head of the batch tx belongs to, or nil for a transaction of its own.
+func (db *DB) batchHeadOf(tx dbtx) *batchHead {
+	if b := db.commit.head.Load(); b != nil && dbtx(b.tx) == tx {
+		return b
+	}
+	return nil
 }
 
 // nextSavepoint ends the savepoint of one request and begins the next one's: in one round trip

@@ -38,7 +38,8 @@ func (db *DB) TakeDeliveryLease(ctx context.Context, sink, holder string, ttl ti
 		now := micros(db.Now())
 		start := int64(0)
 		if atHead {
-			if err := tx.QueryRowContext(ctx, `SELECT seq FROM audit_head WHERE id = 1`).Scan(&start); err != nil {
+			var err error
+			if start, err = db.headSeq(ctx, tx); err != nil {
 				return err
 			}
 		}

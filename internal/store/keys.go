@@ -385,7 +385,8 @@ func (db *DB) Disclose(ctx context.Context, o escrow.Origin, deviceID string, a 
 		out.Device = details[0]
 		// The last event appended in this transaction is the head: its seq is what a
 		// disclosure that waits for delivery of its key.read events waits for.
-		return tx.QueryRowContext(ctx, `SELECT seq FROM audit_head WHERE id = 1`).Scan(&out.AuditSeq)
+		out.AuditSeq, err = db.headSeq(ctx, tx)
+		return err
 	})
 	if err != nil {
 		for i := range out.Keys {
