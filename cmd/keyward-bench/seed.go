@@ -87,7 +87,7 @@ func runSeed(ctx context.Context, args []string, out io.Writer) error {
 	if err != nil {
 		return err
 	}
-	defer db.Close()
+	defer func() { db.Close() }()
 	bf, err := readBenchFile(c.dataDir)
 	if err != nil {
 		return err
@@ -161,6 +161,14 @@ func runSeed(ctx context.Context, args []string, out io.Writer) error {
 			if err := c.analyze(ctx); err != nil {
 				return err
 			}
+			// The store's connections compiled their statements before there were statistics,
+			// and keep them: open it again, so that it plans with them.
+			if err := db.Close(); err != nil {
+				return err
+			}
+			if db, err = c.open(ctx); err != nil {
+				return err
+			}
 		}
 		if time.Since(lastReport) > 10*time.Second {
 			lastReport = time.Now()
@@ -219,6 +227,15 @@ func (c *common) analyze(ctx context.Context) error {
 	for _, table := range []string{"devices", "device_tags", "volumes", "protectors", "recovery_keys", "rotations", "audit_events"} {
 		if _, err := db.ExecContext(ctx, `ANALYZE `+table); err != nil {
 			return fmt.Errorf("ANALYZE %s: %w", table, err)
+		}
+	}
+	if driver == "sqlite" {
+		// As the store keeps them (store.optimize): without sqlite_stat4's samples, which
+		// would make SQLite compile the store's kept statements again for every new value.
+		for _, q := range []string{`DELETE FROM sqlite_stat4`, `ANALYZE sqlite_schema`} {
+			if _, err := db.ExecContext(ctx, q); err != nil {
+				return fmt.Errorf("%s: %w", q, err)
+			}
 		}
 	}
 	return nil

@@ -45,11 +45,17 @@ func (db *DB) RunJobs(ctx context.Context) (JobResult, error) {
 	if res.Settled, err = db.settleStatuses(ctx); err != nil {
 		return res, err
 	}
-	if res.Purged+res.TimedOut+res.AgeRotations+res.Settled >= largeChange {
+	// Also every hour: a fleet grows by enrollments and escrows, none of them a large change,
+	// and the writer keeps its statements as planned with the statistics of the last refresh.
+	if res.Purged+res.TimedOut+res.AgeRotations+res.Settled >= largeChange ||
+		db.Now().Sub(time.UnixMicro(db.optimizedAt.Load())) >= optimizeEvery {
 		db.optimize(ctx)
 	}
 	return res, nil
 }
+
+// optimizeEvery is how often the jobs refresh the query planner's statistics at the least.
+const optimizeEvery = time.Hour
 
 type keyRef struct{ deviceID, keyID string }
 

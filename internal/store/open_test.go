@@ -268,3 +268,36 @@ func TestOpenDropsStat4Samples(t *testing.T) {
 		t.Error("sqlite_stat1 is gone too")
 	}
 }
+
+// The jobs refresh the planner's statistics at least hourly, not only after large changes: a
+// fleet grows by small writes, and the writer keeps its statements as once planned.
+func TestJobsRefreshStatisticsHourly(t *testing.T) {
+	t.Parallel()
+	sqliteOnly(t)
+	e := newEnv(t)
+	for i := range 5 {
+		e.escrowPassword(e.enroll(fmt.Sprintf("LT-%04d", i), ""), osVolume, genSample(i))
+	}
+	raw := e.raw()
+	stats := func() int {
+		var n int
+		if err := raw.QueryRowContext(e.ctx, `SELECT count(*) FROM sqlite_stat1 WHERE tbl = 'recovery_keys'`).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	e.exec(raw, `DELETE FROM sqlite_stat1`)
+	if _, err := e.db.RunJobs(e.ctx); err != nil {
+		t.Fatal(err)
+	}
+	if n := stats(); n != 0 {
+		t.Fatalf("statistics refreshed within the hour (%d rows): the test cannot tell", n)
+	}
+	e.clock.Advance(61 * time.Minute)
+	if _, err := e.db.RunJobs(e.ctx); err != nil {
+		t.Fatal(err)
+	}
+	if n := stats(); n == 0 {
+		t.Error("an hour on, the jobs left the statistics missing")
+	}
+}

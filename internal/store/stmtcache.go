@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"database/sql"
 	"database/sql/driver"
 	"errors"
 	"strings"
@@ -114,6 +115,36 @@ func (c *stmtCachingConn) QueryContext(ctx context.Context, query string, args [
 	}
 	s.busy = true
 	return &cachedRows{Rows: rows, stmt: s}, nil
+}
+
+// forget frees the kept statements not in use, so that the next use of each compiles it
+// again, with the statistics as they are now.
+func (c *stmtCachingConn) forget() error {
+	var errs []error
+	for q, s := range c.stmts {
+		if !s.busy {
+			errs = append(errs, s.stmt.Close())
+			delete(c.stmts, q)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// forgetStatements makes the pool's connection (the writer has one) compile its statements
+// again: SQLite plans a statement when it compiles it, and a kept one keeps the plan it got
+// with the statistics of its day.
+func forgetStatements(ctx context.Context, pool *sql.DB) error {
+	conn, err := pool.Conn(ctx)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	return conn.Raw(func(dc any) error {
+		if c, ok := dc.(*stmtCachingConn); ok {
+			return c.forget()
+		}
+		return nil
+	})
 }
 
 // Close frees the kept statements, then the connection.

@@ -198,3 +198,29 @@ func TestStatementCacheBound(t *testing.T) {
 		t.Errorf("script: %q %q %v", a, b, err)
 	}
 }
+
+// After the statistics change, forgetStatements makes the writer compile its statements again
+// (with the plans the new statistics give); a statement whose rows are open is kept.
+func TestStatementCacheForget(t *testing.T) {
+	pool, prepared := openCachingPool(t)
+	ctx := context.Background()
+	run := func() {
+		var n int
+		if err := pool.QueryRow(`SELECT count(*) FROM t WHERE id > $1`, 0).Scan(&n); err != nil || n != 4 {
+			t.Fatalf("count: %d, %v", n, err)
+		}
+	}
+	run()
+	before := prepared.Load()
+	run()
+	if prepared.Load() != before {
+		t.Fatal("a kept statement was compiled again")
+	}
+	if err := forgetStatements(ctx, pool); err != nil {
+		t.Fatal(err)
+	}
+	run()
+	if prepared.Load() != before+1 {
+		t.Errorf("after forgetStatements the statement was compiled %d times, want once", prepared.Load()-before)
+	}
+}

@@ -67,6 +67,9 @@ type DB struct {
 	// commit queues write requests so that concurrent ones share a transaction (commit.go).
 	commit committer
 
+	// optimizedAt is when optimize last ran (Unix microseconds, the store's clock).
+	optimizedAt atomic.Int64
+
 	// rewrapHook runs between reading a batch of values to re-wrap and writing them; tests
 	// use it to write behind the re-wrap's back as a server would.
 	rewrapHook func()
@@ -333,6 +336,7 @@ func (db *DB) optimize(ctx context.Context) {
 	if db.dialect != "sqlite" {
 		return
 	}
+	db.optimizedAt.Store(micros(db.Now()))
 	_, _ = db.rw.ExecContext(ctx, `PRAGMA analysis_limit = 1000`)
 	// 0x10002: look at every table, not only those this connection used, and analyze those
 	// whose statistics are missing or off by a factor of 25 or more.
@@ -344,6 +348,9 @@ func (db *DB) optimize(ctx context.Context) {
 	// sqlite_stat1 alone). "ANALYZE sqlite_schema" reloads the statistics.
 	_, _ = db.rw.ExecContext(ctx, `DELETE FROM sqlite_stat4`)
 	_, _ = db.rw.ExecContext(ctx, `ANALYZE sqlite_schema`)
+	// The writer's kept statements are planned again with the new statistics; the readers'
+	// connections are renewed every few minutes (openSQLiteFile).
+	_ = forgetStatements(ctx, db.rw)
 }
 
 type migration struct {
