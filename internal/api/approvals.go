@@ -36,18 +36,13 @@ func toApprovalJSON(a escrow.Approval) approvalJSON {
 		DecidedAt: timeOrNull(a.DecidedAt), DecisionReason: a.DecisionReason, UsedAt: timeOrNull(a.UsedAt)}
 }
 
-// staff reports whether the principal is admin or helpdesk: the people who request and decide.
-func staff(p escrow.Principal) bool {
-	return p.Role == escrow.RoleAdmin || p.Role == escrow.RoleHelpdesk
-}
-
 // approvalsList serves GET /api/approvals (admin, helpdesk): requests on devices in the
 // caller's scope; status filters (default pending), mine=true keeps the caller's own requests
 // (any status unless one is given). Pending and approved ones come soonest to lapse first,
 // the others newest first.
 func (s *Server) approvalsList(w http.ResponseWriter, r *http.Request) error {
 	p := principal(r)
-	if err := s.authorize(r, staff(p), "approval.list", ""); err != nil {
+	if err := s.authorize(r, p.CanTakePartInApprovals(), "approval.list", ""); err != nil {
 		return err
 	}
 	q := newQuery(r, "status", "mine", "limit", "cursor")
@@ -84,7 +79,7 @@ type approvalRequest struct {
 // for the device); 409 when the caller's views need no approval.
 func (s *Server) approvalsCreate(w http.ResponseWriter, r *http.Request) error {
 	p := principal(r)
-	if err := s.authorize(r, staff(p), escrow.ActionKeyRequest, ""); err != nil {
+	if err := s.authorize(r, p.CanTakePartInApprovals(), escrow.ActionKeyRequest, ""); err != nil {
 		return err
 	}
 	var req approvalRequest
@@ -131,7 +126,7 @@ func (s *Server) decide(w http.ResponseWriter, r *http.Request, approve bool) er
 	if approve {
 		action = escrow.ActionKeyApprove
 	}
-	if err := s.authorize(r, staff(p), action, ""); err != nil {
+	if err := s.authorize(r, p.CanTakePartInApprovals(), action, ""); err != nil {
 		return err
 	}
 	var req decisionRequest

@@ -69,5 +69,11 @@ type ApprovalFilter struct {
 // keys: staff with the device in scope. That the approver is not the requester is checked
 // where the request is decided.
 func (p Principal) CanApprove(d Device) bool {
-	return (p.Role == RoleAdmin || p.Role == RoleHelpdesk) && p.Scope().Allows(d)
+	return p.CanTakePartInApprovals() && p.Scope().Allows(d)
+}
+
+// CanTakePartInApprovals reports whether p may see the approval queue, ask for approval and
+// decide requests (on devices in scope, never their own): admins and helpdesk.
+func (p Principal) CanTakePartInApprovals() bool {
+	return p.Role == RoleAdmin || p.Role == RoleHelpdesk
 }

@@ -23,17 +23,6 @@ import (
 	"github.com/keyward/keyward/internal/escrow"
 )
 
-// Actions of two-person approval, as the trail records them: each carries request=<id> in
-// its detail.
-const (
-	actionKeyRequest = escrow.ActionKeyRequest
-	actionKeyApprove = escrow.ActionKeyApprove
-	actionKeyDeny    = escrow.ActionKeyDeny
-)
-
-// ticketOf is the one place that reads an event's ticket number ("" when it has none).
-func ticketOf(e escrow.AuditEvent) string { return e.Ticket }
-
 // Directory is what the notifier reads besides the trail. *store.DB implements it.
 type Directory interface {
 	// DeviceRecord returns a device, retired or not. Errors: CodeNotFound, CodeUnavailable.
@@ -226,7 +215,7 @@ func (v *viewTracker) next(e escrow.AuditEvent) bool {
 
 func sameView(a, b escrow.AuditEvent) bool {
 	return a.Actor == b.Actor && a.Source == b.Source && a.DeviceID == b.DeviceID && a.IP == b.IP &&
-		a.UserAgent == b.UserAgent && a.Reason == b.Reason && ticketOf(a) == ticketOf(b) &&
+		a.UserAgent == b.UserAgent && a.Reason == b.Reason && a.Ticket == b.Ticket &&
 		!b.Time.Before(a.Time) && b.Time.Sub(a.Time) <= viewWindow
 }
 
@@ -250,7 +239,7 @@ type emailData struct {
 // messages returns the emails e calls for; continues says e continues a view already mailed.
 func (n *Notifier) messages(ctx context.Context, e escrow.AuditEvent, continues bool) ([]message, error) {
 	interesting := isRead(e) && n.cfg.Owners && !continues ||
-		e.Outcome == escrow.OutcomeSuccess && (e.Action == actionKeyRequest || e.Action == actionKeyApprove || e.Action == actionKeyDeny)
+		e.Outcome == escrow.OutcomeSuccess && (e.Action == escrow.ActionKeyRequest || e.Action == escrow.ActionKeyApprove || e.Action == escrow.ActionKeyDeny)
 	if !interesting {
 		return nil, nil
 	}
@@ -270,7 +259,7 @@ func (n *Notifier) messages(ctx context.Context, e escrow.AuditEvent, continues 
 	switch e.Action {
 	case escrow.ActionKeyRead:
 		return n.ownerMessage(ctx, e, d)
-	case actionKeyRequest:
+	case escrow.ActionKeyRequest:
 		return n.requestMessages(ctx, e, d)
 	default:
 		return n.decisionMessage(ctx, e, d)
@@ -334,8 +323,8 @@ func (n *Notifier) decisionMessage(ctx context.Context, e escrow.AuditEvent, d e
 	if err != nil {
 		return nil, err
 	}
-	data.Approved = e.Action == actionKeyApprove
-	data.Reason, data.Ticket, data.Answer = text(req.Reason), text(ticketOf(req)), text(e.Reason)
+	data.Approved = e.Action == escrow.ActionKeyApprove
+	data.Reason, data.Ticket, data.Answer = text(req.Reason), text(req.Ticket), text(e.Reason)
 	return []message{{kind: kindDecision, to: req.Actor.Name, data: data}}, nil
 }
 
@@ -352,7 +341,7 @@ func (n *Notifier) findRequest(ctx context.Context, e escrow.AuditEvent) (escrow
 		return escrow.AuditEvent{}, false, nil
 	}
 	var req escrow.AuditEvent
-	err := n.dir.ListAudit(ctx, escrow.AuditFilter{Action: actionKeyRequest, Before: e.Seq, Limit: requestWalk}, func(r escrow.AuditEvent) error {
+	err := n.dir.ListAudit(ctx, escrow.AuditFilter{Action: escrow.ActionKeyRequest, Before: e.Seq, Limit: requestWalk}, func(r escrow.AuditEvent) error {
 		if r.DeviceID == e.DeviceID && r.Outcome == escrow.OutcomeSuccess && requestID(r.Detail) == id {
 			req = r
 			return errFound
@@ -378,7 +367,7 @@ func requestID(detail string) string {
 // describe fills in what every email says about an event: the device, when, who and why.
 func (n *Notifier) describe(ctx context.Context, e escrow.AuditEvent, d escrow.Device, page string) (emailData, error) {
 	data := emailData{Device: text(d.Name), Owner: text(d.OwnerUPN), Who: text(e.Actor.Name), Via: via(e),
-		Reason: text(e.Reason), Ticket: text(ticketOf(e)), Seq: e.Seq}
+		Reason: text(e.Reason), Ticket: text(e.Ticket), Seq: e.Seq}
 	data.When, data.WhenLocal = n.when(e.Time)
 	if n.cfg.PublicURL != "" {
 		data.Link = n.cfg.PublicURL + page

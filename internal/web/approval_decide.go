@@ -27,7 +27,7 @@ func (s *Server) approvalDecide(w http.ResponseWriter, r *http.Request, approve 
 	if approve {
 		action = escrow.ActionKeyApprove
 	}
-	if err := s.authorize(r, mayApprove(p), action, ""); err != nil {
+	if err := s.authorize(r, p.CanTakePartInApprovals(), action, ""); err != nil {
 		return err
 	}
 	r.Body = http.MaxBytesReader(w, r.Body, maxFormBytes)

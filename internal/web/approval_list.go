@@ -19,7 +19,7 @@ type approvalsData struct {
 // second person's approval, with Approve and Deny on each, and the person's own requests.
 func (s *Server) approvalList(w http.ResponseWriter, r *http.Request) error {
 	p := principal(r)
-	if err := s.authorize(r, mayApprove(p), "approval.list", ""); err != nil {
+	if err := s.authorize(r, p.CanTakePartInApprovals(), "approval.list", ""); err != nil {
 		return err
 	}
 	d, err := s.loadApprovals(r)
@@ -28,11 +28,6 @@ func (s *Server) approvalList(w http.ResponseWriter, r *http.Request) error {
 	}
 	d.Notice = notice(r)
 	return s.render(w, r, http.StatusOK, viewApprovals, "Approvals", "approvals", d)
-}
-
-// mayApprove reports whether the principal requests and decides approvals: admin and helpdesk.
-func mayApprove(p escrow.Principal) bool {
-	return p.Role == escrow.RoleAdmin || p.Role == escrow.RoleHelpdesk
 }
 
 // loadApprovals gathers the queue and the person's own requests: one page of each, since

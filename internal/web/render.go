@@ -141,7 +141,7 @@ func (s *Server) render(w http.ResponseWriter, r *http.Request, status int, v vi
 // goes out without it.
 func (s *Server) countApprovals(r *http.Request, me *viewer, set escrow.Settings) {
 	p := principal(r)
-	if !mayApprove(p) {
+	if !p.CanTakePartInApprovals() {
 		return
 	}
 	n, err := s.store.CountPendingApprovals(r.Context(), p.Scope(), p.Actor.Name)
