@@ -162,7 +162,8 @@ func runSeed(ctx context.Context, args []string, out io.Writer) error {
 				return err
 			}
 			// The store's connections compiled their statements before there were statistics,
-			// and keep them: open it again, so that it plans with them.
+			// and keep them: open it again, so that it plans with them (opening also drops the
+			// sqlite_stat4 samples ANALYZE took, as the store keeps its statistics).
 			if err := db.Close(); err != nil {
 				return err
 			}
@@ -227,15 +228,6 @@ func (c *common) analyze(ctx context.Context) error {
 	for _, table := range []string{"devices", "device_tags", "volumes", "protectors", "recovery_keys", "rotations", "audit_events"} {
 		if _, err := db.ExecContext(ctx, `ANALYZE `+table); err != nil {
 			return fmt.Errorf("ANALYZE %s: %w", table, err)
-		}
-	}
-	if driver == "sqlite" {
-		// As the store keeps them (store.optimize): without sqlite_stat4's samples, which
-		// would make SQLite compile the store's kept statements again for every new value.
-		for _, q := range []string{`DELETE FROM sqlite_stat4`, `ANALYZE sqlite_schema`} {
-			if _, err := db.ExecContext(ctx, q); err != nil {
-				return fmt.Errorf("%s: %w", q, err)
-			}
 		}
 	}
 	return nil
