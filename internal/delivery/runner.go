@@ -37,6 +37,13 @@ type Sink interface {
 	Deliver(ctx context.Context, events []escrow.AuditEvent) (accepted int, err error)
 }
 
+// HeadStarter is a Sink that, with no cursor yet, starts after the newest event whatever
+// Options.AtHead says: one that acts on events (emails people) rather than keeping them, for
+// which the history before it was turned on is not news.
+type HeadStarter interface {
+	StartsAtHead() bool
+}
+
 // Store is what delivery needs from storage: the trail read in order through the read pool,
 // and the per-sink cursor and lease, each changed in one short transaction.
 type Store interface {
@@ -243,7 +250,11 @@ func (r *Runner) step(ctx context.Context, s Sink, st *sinkState) (time.Duration
 	ttl := r.opts.LeaseTTL
 	if st.renewAt.IsZero() || !time.Now().Before(st.renewAt) {
 		taken := time.Now()
-		row, held, err := r.store.TakeDeliveryLease(ctx, st.name, r.opts.Holder, ttl, r.opts.AtHead)
+		atHead := r.opts.AtHead
+		if h, ok := s.(HeadStarter); ok && h.StartsAtHead() {
+			atHead = true
+		}
+		row, held, err := r.store.TakeDeliveryLease(ctx, st.name, r.opts.Holder, ttl, atHead)
 		if err != nil {
 			st.renewAt = time.Time{}
 			return r.fail(ctx, st, "could not take the lease", err), false

@@ -100,6 +100,10 @@ func New(cfg Config, dir Directory) (*Notifier, error) {
 // Name is the sink's name: the delivery cursor's key and the metrics label.
 func (n *Notifier) Name() string { return "email" }
 
+// StartsAtHead is true: turned on for an installation with a trail, email starts with the
+// events after it, rather than telling owners of every view of the past days at once.
+func (n *Notifier) StartsAtHead() bool { return true }
+
 // Deliver sends the emails the events call for, in order, and returns how many events, from
 // the first, are done with: every email of an event was accepted by the mail server, refused
 // by it for good (5xx: logged, never retried), or needs no email. It stops at the first event
